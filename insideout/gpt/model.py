@@ -1,0 +1,412 @@
+"""The course's GPT: one config dataclass and the modules in the order data flows through them.
+
+Pre-LN decoder-only transformer (GPT-2 layout): token embedding (+ learned positions), n_layer blocks of
+``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``, a final LayerNorm and an LM head tied to the token embedding.
+Positions can be learned, ALiBi or RoPE; switches turn pieces off for the ablation chapter. Every activation
+site is an identity ``HookPoint`` so interpretability code can read or overwrite it with ordinary forward hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POSITIONS = ("learned", "alibi", "rope", "none")
+ACTIVATIONS = ("gelu", "relu", "sigmoid")
+ATTENTION_IMPLS = ("sdpa", "manual")
+
+
+@dataclass
+class GPTConfig:
+    """Hyper-parameters and experiment switches of the GPT. Validated on construction."""
+
+    vocab_size: int = 4096
+    context_length: int = 128
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    d_ff: int | None = None  # None means 4 * d_model
+    dropout: float = 0.0
+    bias: bool = True
+    position: str = "learned"  # learned | alibi | rope | none
+    rope_base: float = 10000.0
+    tie_weights: bool = True
+    layer_norm: bool = True  # False replaces every LayerNorm by the identity
+    residual: bool = True  # False drops the two skip connections of every block
+    scale_attention: bool = True  # False drops the 1/sqrt(d_head) factor
+    activation: str = "gelu"  # gelu (tanh form, as GPT-2) | relu | sigmoid
+    scale_residual_init: bool = True  # residual projections get std init_std / sqrt(2 * n_layer)
+    init_std: float = 0.02
+    ln_eps: float = 1e-5
+    attn_impl: str = "sdpa"  # sdpa (F.scaled_dot_product_attention) | manual (written out)
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head", "d_ff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name}={value!r}: must be a positive integer")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(
+                f"GPTConfig.d_model={self.d_model} is not divisible by n_head={self.n_head}: "
+                f"choose n_head among the divisors of d_model"
+            )
+        if self.position not in POSITIONS:
+            raise ValueError(f"GPTConfig.position={self.position!r}: choose one of {', '.join(POSITIONS)}")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"GPTConfig.position='rope' needs an even head dimension, got {self.head_dim}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation={self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.attn_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"GPTConfig.attn_impl={self.attn_impl!r}: choose one of {', '.join(ATTENTION_IMPLS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout={self.dropout!r}: must be in [0, 1)")
+        if self.init_std <= 0 or self.ln_eps <= 0 or self.rope_base <= 0:
+            raise ValueError("GPTConfig.init_std, ln_eps and rope_base must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+class HookPoint(nn.Identity):
+    """An identity layer that marks an activation site; register forward hooks on it to read or patch."""
+
+    def has_hooks(self) -> bool:
+        return bool(self._forward_hooks) or bool(self._forward_pre_hooks)
+
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding, preallocated to ``max_len`` positions.
+
+    Keys are stored after RoPE is applied, so a cached key never needs rotating again.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None,
+                 device=None, dtype: torch.dtype = torch.float32):
+        max_len = config.context_length if max_len is None else max_len
+        if max_len > config.context_length:
+            raise ValueError(f"KVCache max_len={max_len} exceeds the model's context_length={config.context_length}")
+        shape = (batch_size, config.n_head, max_len, config.head_dim)  # (batch, head, position, d_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.max_len = max_len
+        self.length = 0  # positions already stored
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys/values after the stored ones and return all of them for this layer."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KVCache is full: {end} positions requested, room for {self.max_len}")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's per-head slopes: a geometric sequence starting at 2^(-8/n) (Press et al., 2022)."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        slopes = power_of_two(n_head)
+    else:  # interleave the slopes of the two neighbouring powers of two, as the paper's code does
+        closest = 2 ** math.floor(math.log2(n_head))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_head - closest]
+    return torch.tensor(slopes, dtype=torch.float64)
+
+
+def alibi_bias(n_head: int, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+    """Additive attention bias -slope_h * (i - j) for query position i and key position j: (head, Tq, Tk)."""
+    distance = (q_positions[:, None] - k_positions[None, :]).to(torch.float64)  # (Tq, Tk)
+    return -alibi_slopes(n_head)[:, None, None] * distance[None]
+
+
+def rope_cos_sin(head_dim: int, positions: torch.Tensor, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables for RoPE at the given positions: each (T, head_dim), frequencies base^(-2i/d)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (head_dim/2,)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim): pair i with i + head_dim/2
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i+d/2}) of x: (batch, head, T, head_dim) by the angle of its position."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU in GPT-2's tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return F.gelu(x, approximate="tanh")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int = 0):
+        super().__init__()
+        self.config = config
+        self.layer = layer
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # fused Q, K, V
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)  # W_O
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.scale = 1.0 / math.sqrt(self.head_dim) if config.scale_attention else 1.0
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (B, T, H, d_head)
+        self.hook_pattern = HookPoint()  # (B, H, Tq, Tk) attention probabilities
+        self.hook_z = HookPoint()  # (B, T, H, d_head) per-head weighted values, before W_O
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape  # (batch, seq, d_model)
+        offset = cache.length if cache is not None else 0
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, T, H, d_head); hooks see this layout, attention wants (B, H, T, d_head)
+        q = self.hook_q(q.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
+        k = self.hook_k(k.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
+        v = self.hook_v(v.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
+        q_pos = torch.arange(offset, offset + T, device=x.device)
+        if self.config.position == "rope":
+            cos, sin = rope_cos_sin(self.head_dim, q_pos, self.config.rope_base)
+            cos, sin = cos.to(x.device), sin.to(x.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, H, offset + T, d_head)
+        Tk = k.shape[2]
+        k_pos = torch.arange(Tk, device=x.device)
+        causal = k_pos[None, :] <= q_pos[:, None]  # (Tq, Tk) True where attending is allowed
+        bias = None
+        if self.config.position == "alibi":
+            bias = alibi_bias(self.n_head, q_pos.cpu(), k_pos.cpu()).to(device=x.device, dtype=q.dtype)
+        if self.config.attn_impl == "manual" or self.hook_pattern.has_hooks():
+            scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, Tq, Tk)
+            if bias is not None:
+                scores = scores + bias
+            scores = scores.masked_fill(~causal, float("-inf"))
+            pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+            y = self.attn_dropout(pattern) @ v  # (B, H, Tq, d_head)
+        else:
+            if bias is None and offset == 0:
+                mask, is_causal = None, True
+            else:
+                mask = torch.zeros(T, Tk, device=x.device, dtype=q.dtype).masked_fill(~causal, float("-inf"))
+                mask = mask if bias is None else mask + bias
+                is_causal = False
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                dropout_p=self.config.dropout if self.training else 0.0,
+            )
+        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, d_head)
+        return self.resid_dropout(self.proj(y.reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation = {"gelu": gelu, "relu": F.relu, "sigmoid": torch.sigmoid}[config.activation]
+        self.hook_post = HookPoint()  # (B, T, d_ff) after the activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.hook_post(self.activation(self.fc(x)))))
+
+
+def _layer_norm(config: GPTConfig) -> nn.Module:
+    if not config.layer_norm:
+        return nn.Identity()
+    return nn.LayerNorm(config.d_model, eps=config.ln_eps, bias=config.bias)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, config: GPTConfig, layer: int = 0):
+        super().__init__()
+        self.residual = config.residual
+        self.ln1 = _layer_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln2 = _layer_norm(config)
+        self.mlp = MLP(config)
+        self.hook_resid_pre = HookPoint()  # (B, T, d_model) input of the block
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        a = self.hook_attn_out(self.attn(self.ln1(x), cache))
+        x = self.hook_resid_mid(x + a if self.residual else a)
+        m = self.hook_mlp_out(self.mlp(self.ln2(x)))
+        return self.hook_resid_post(x + m if self.residual else m)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.context_length, config.d_model) if config.position == "learned" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = _layer_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight  # one matrix: embeds tokens and scores them
+        self.hook_embed = HookPoint()  # (B, T, d_model) token embeddings (+ positions), before block 0
+        self.hook_final = HookPoint()  # (B, T, d_model) after the final LayerNorm
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, init_std) weights, zero biases; residual projections scaled down."""
+        c = self.config
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = c.init_std
+                if c.scale_residual_init and (name.endswith("attn.proj") or name.endswith("mlp.proj")):
+                    std = c.init_std / math.sqrt(2 * c.n_layer)  # keep the residual stream's variance O(1)
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=c.init_std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Distinct trainable parameters (a tied matrix counts once); optionally without the embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def _check_input(self, idx: torch.Tensor, offset: int) -> None:
+        if idx.dim() != 2:
+            raise ValueError(f"GPT expects token ids of shape (batch, seq), got shape {tuple(idx.shape)}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"GPT expects integer token ids, got dtype {idx.dtype}")
+        T = idx.shape[1]
+        if offset + T > self.config.context_length:
+            raise ValueError(
+                f"sequence of {offset + T} tokens is longer than the context_length={self.config.context_length}: "
+                f"truncate the input to its last {self.config.context_length} tokens"
+            )
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"token ids must lie in [0, {self.config.vocab_size}), got min {int(idx.min())}, max {int(idx.max())}: "
+                f"was the text encoded with a different tokenizer?"
+            )
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits (batch, seq, vocab) and, if targets are given, the mean cross-entropy (ignore_index -100)."""
+        offset = cache.length if cache is not None else 0
+        self._check_input(idx, offset)
+        B, T = idx.shape
+        x = self.tok_emb(idx)  # (B, T, d_model)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(offset, offset + T, device=idx.device))  # broadcast over batch
+        x = self.drop(self.hook_embed(x))
+        for block in self.blocks:
+            x = block(x, cache)
+        if cache is not None:
+            cache.advance(T)
+        x = self.hook_final(self.ln_f(x))
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {tuple(targets.shape)} must equal input shape {tuple(idx.shape)}")
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty KV-cache on this model's device and dtype."""
+        p = self.tok_emb.weight
+        return KVCache(self.config, batch_size, max_len, device=p.device, dtype=p.dtype)
+
+    # ---- loading weights -------------------------------------------------------------------------------
+
+    def load_state_dict_strict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a state dict, raising one ValueError that names every missing, unexpected and mis-shaped tensor."""
+        own = self.state_dict()
+        if self.config.tie_weights:
+            own.pop("lm_head.weight", None)  # the same tensor as tok_emb.weight
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        misshaped = sorted(
+            f"{k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)}"
+            for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)
+        )
+        problems = []
+        if missing:
+            problems.append(f"missing tensors: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+        if misshaped:
+            problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
+        if problems:
+            raise ValueError("state dict does not fit this GPT — " + " | ".join(problems))
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
+
+    def load_gpt2_state_dict(self, hf_state: dict[str, torch.Tensor]) -> None:
+        """Load the state dict of Hugging Face's GPT2LMHeadModel (Conv1D weights are stored transposed)."""
+        self.load_state_dict_strict(gpt2_to_insideout(hf_state))
+
+
+_GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_GPT2_RENAMES = {
+    "ln_1": "ln1", "ln_2": "ln2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
+    "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj",
+}
+
+
+def gpt2_to_insideout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename (and transpose) GPT-2 tensors to this module's names; buffers like attn.bias are dropped."""
+    out = {}
+    for name, tensor in hf_state.items():
+        key = name.removeprefix("transformer.")
+        if key.endswith(("attn.bias", "attn.masked_bias")) and tensor.dim() > 1 or key == "lm_head.weight":
+            continue  # causal-mask buffers of older versions; the tied head
+        if key.endswith(_GPT2_TRANSPOSED):
+            tensor = tensor.t()
+        if key.startswith("h."):
+            key = "blocks." + key[2:]
+            for old, new in _GPT2_RENAMES.items():
+                key = key.replace(f".{old}.", f".{new}.")
+        else:
+            key = {"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight"}.get(key, key)
+        out[key] = tensor.contiguous()
+    return out
