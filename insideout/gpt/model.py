@@ -37,6 +37,7 @@ class GPTConfig:
     tie_weights: bool = True
     layer_norm: bool = True  # False replaces every LayerNorm by the identity
     residual: bool = True  # False drops the two skip connections of every block
+    mlp: bool = True  # False gives an attention-only transformer (no MLP, no ln2), as used for induction heads
     scale_attention: bool = True  # False drops the 1/sqrt(d_head) factor
     activation: str = "gelu"  # gelu (tanh form, as GPT-2) | relu | sigmoid
     scale_residual_init: bool = True  # residual projections get std init_std / sqrt(2 * n_layer)
@@ -251,8 +252,8 @@ class Block(nn.Module):
         self.residual = config.residual
         self.ln1 = _layer_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln2 = _layer_norm(config)
-        self.mlp = MLP(config)
+        self.ln2 = _layer_norm(config) if config.mlp else None
+        self.mlp = MLP(config) if config.mlp else None
         self.hook_resid_pre = HookPoint()  # (B, T, d_model) input of the block
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
@@ -263,6 +264,8 @@ class Block(nn.Module):
         x = self.hook_resid_pre(x)
         a = self.hook_attn_out(self.attn(self.ln1(x), cache))
         x = self.hook_resid_mid(x + a if self.residual else a)
+        if self.mlp is None:
+            return self.hook_resid_post(x)
         m = self.hook_mlp_out(self.mlp(self.ln2(x)))
         return self.hook_resid_post(x + m if self.residual else m)
 
