@@ -1,0 +1,111 @@
+"""Small measurement helpers used by the chapters on the GPT's parts (transformer/00-06).
+
+- ``parameter_breakdown`` / ``count_parameters``: the parameter count of a ``GPTConfig`` derived by hand, tensor by
+  tensor, so chapters can check it against ``GPT.num_parameters()`` of an instantiated model.
+- ``GPT2_SMALL`` / ``GPT3_175B``: the published sizes of two reference models as ``GPTConfig`` keyword arguments.
+- ``softmax_entropy`` / ``score_softmax_stats``: how peaked a softmax over dot-product scores is, with and without
+  the 1/sqrt(d_k) scale.
+- ``block_grad_norms`` / ``position_similarity``: gradient norm per block of a deep stack, and how alike the
+  representations of different positions are (rank collapse).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from insideout.gpt.model import GPT, GPTConfig
+
+# GPT-2 small (Radford et al., 2019; 12 heads from the released hyper-parameters) and GPT-3 175B (Brown et al.,
+# 2020, Table 2.1: 96 layers, d_model 12288, 96 heads of 128, context 2048, d_ff = 4 d_model, GPT-2's tokenizer).
+GPT2_SMALL = dict(vocab_size=50257, context_length=1024, d_model=768, n_layer=12, n_head=12)
+GPT3_175B = dict(vocab_size=50257, context_length=2048, d_model=12288, n_layer=96, n_head=96)
+
+
+def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
+    """Parameters of each kind of tensor, summed over all blocks, derived from the config alone."""
+    c = config
+    d, dff, b = c.d_model, c.d_ff, int(c.bias)
+    ln = (d + d * b) if c.layer_norm else 0  # gain (+ bias) per LayerNorm; the identity has none
+    per_block_attn = (3 * d * d + 3 * d * b) + (d * d + d * b)  # fused W_QKV (+ b) and W_O (+ b)
+    per_block_mlp = (d * dff + dff * b) + (dff * d + d * b) if c.mlp else 0  # W_fc (+ b) and W_proj (+ b)
+    per_block_ln = ln * (2 if c.mlp else 1)  # ln1, and ln2 only when there is an MLP
+    return {
+        "token embedding": c.vocab_size * d,
+        "position embedding": c.context_length * d if c.position == "learned" else 0,
+        "attention": c.n_layer * per_block_attn,
+        "MLP": c.n_layer * per_block_mlp,
+        "LayerNorms": c.n_layer * per_block_ln + ln,  # + the final LayerNorm
+        "LM head": 0 if c.tie_weights else c.vocab_size * d,  # tied: the token embedding is reused
+    }
+
+
+def count_parameters(config: GPTConfig, non_embedding: bool = False) -> int:
+    """Total parameters of ``GPT(config)`` by formula; ``non_embedding`` drops token and position embeddings."""
+    parts = parameter_breakdown(config)
+    total = sum(parts.values())
+    if non_embedding:
+        total -= parts["token embedding"] + parts["position embedding"]
+    return total
+
+
+def softmax_entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Shannon entropy in nats of probability vectors along ``dim`` (0 log 0 counted as 0)."""
+    return -torch.special.xlogy(probs, probs).sum(dim)
+
+
+def score_softmax_stats(d_k: int, n_keys: int = 64, n_queries: int = 512, scaled: bool = True,
+                        seed: int = 0) -> dict[str, float]:
+    """Softmax over q.k scores for q, k with i.i.d. N(0, 1) components: how spread out and how trainable it is.
+
+    Returns the std of the scores, the mean entropy (nats) and mean largest probability of the softmax rows, the
+    fraction of rows that are saturated (largest probability above 0.99) and the mean Frobenius norm of the softmax
+    Jacobian diag(p) - p p^T (how much gradient reaches the scores).
+
+    ``scaled`` divides the scores by sqrt(d_k) as scaled dot-product attention does. Float64, seeded, so the
+    numbers do not depend on the thread count.
+    """
+    if d_k < 1 or n_keys < 2 or n_queries < 1:
+        raise ValueError(f"need d_k >= 1, n_keys >= 2, n_queries >= 1; got {d_k}, {n_keys}, {n_queries}")
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n_queries, 1, d_k, generator=g, dtype=torch.float64)  # (Q, 1, d_k)
+    k = torch.randn(n_queries, n_keys, d_k, generator=g, dtype=torch.float64)  # (Q, N, d_k): fresh keys per query
+    scores = (q * k).sum(-1)  # (Q, N)
+    if scaled:
+        scores = scores / math.sqrt(d_k)
+    p = torch.softmax(scores, dim=-1)  # (Q, N)
+    jacobian = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (Q, N, N) d softmax / d scores
+    return {
+        "score_std": scores.std().item(),
+        "entropy": softmax_entropy(p).mean().item(),
+        "max_prob": p.max(dim=-1).values.mean().item(),
+        "saturated": (p.max(dim=-1).values > 0.99).double().mean().item(),
+        "jacobian_norm": torch.linalg.matrix_norm(jacobian).mean().item(),
+    }
+
+
+def block_grad_norms(model: GPT) -> list[float]:
+    """L2 norm of the gradient of all parameters of each block (after ``loss.backward()``), first block first."""
+    norms = []
+    for i, block in enumerate(model.blocks):
+        grads = [p.grad for p in block.parameters() if p.grad is not None]
+        if not grads:
+            raise ValueError(f"block {i} has no gradients: call loss.backward() before block_grad_norms")
+        norms.append(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item())
+    return norms
+
+
+def position_similarity(x: torch.Tensor) -> float:
+    """Mean cosine similarity between the vectors of different positions of x: (batch, seq, d), averaged over batch.
+
+    Near 1 means every position carries (almost) the same vector: the sequence has collapsed to rank one.
+    """
+    if x.dim() != 3 or x.shape[1] < 2:
+        raise ValueError(f"position_similarity expects (batch, seq >= 2, d), got shape {tuple(x.shape)}")
+    u = F.normalize(x.double(), dim=-1)
+    cos = u @ u.transpose(1, 2)  # (B, T, T)
+    T = x.shape[1]
+    off_diagonal = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(-1)
+    return (off_diagonal / (T * (T - 1))).mean().item()
