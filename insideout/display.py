@@ -24,9 +24,10 @@ STYLE = (
     ".insideout-view{overflow-x:auto;margin:0.3em 0}"
     ".insideout-matrix{border-collapse:collapse;font-family:monospace;font-size:0.78em;line-height:1.3;"
     "color:#111111;background:#ffffff}"
-    ".insideout-matrix td{padding:1px 5px;text-align:right;border:none}"
-    ".insideout-matrix th{padding:1px 5px;color:#555555;font-weight:normal;text-align:right;background:#f7f7f7;"
+    ".insideout-matrix td{padding:1px 4px;text-align:right;border:none}"
+    ".insideout-matrix th{padding:1px 4px;color:#555555;font-weight:normal;text-align:right;background:#f7f7f7;"
     "border:none}"
+    ".insideout-matrix tbody th{text-align:left}"
     ".insideout-matrix caption{caption-side:top;text-align:left;padding:2px 0;color:#333333;font-family:sans-serif}"
     ".insideout-table{border-collapse:collapse;font-size:0.85em;color:#111111;background:#ffffff}"
     ".insideout-table th{padding:2px 8px;border-bottom:1px solid #999999}"
@@ -100,7 +101,7 @@ def _colour(x, vmax: float) -> tuple[str, str]:
     t = 0.0 if vmax == 0 else max(-1.0, min(1.0, x / vmax))
     end = POSITIVE if t > 0 else NEGATIVE
     a = abs(t)
-    rgb = tuple(round(w + a * (e - w)) for w, e in zip(WHITE, end))
+    rgb = tuple(round(w + a * (e - w)) for w, e in zip(WHITE, end, strict=True))
     return "#{:02x}{:02x}{:02x}".format(*rgb), (LIGHT_TEXT if a > 0.55 else DARK_TEXT)
 
 
@@ -149,9 +150,10 @@ class MatrixView:
         widths = [max(len(lab), *(len(r[j]) for r in cells)) for j, lab in enumerate(self.col_labels)]
         lab_w = max(len(lab) for lab in self.row_labels)
         lines = [self.caption]
-        lines.append(" " * lab_w + "  " + "  ".join(lab.rjust(w) for lab, w in zip(self.col_labels, widths)))
-        for lab, row in zip(self.row_labels, cells):
-            lines.append(lab.ljust(lab_w) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        header = "  ".join(lab.rjust(w) for lab, w in zip(self.col_labels, widths, strict=True))
+        lines.append(" " * lab_w + "  " + header)
+        for lab, row in zip(self.row_labels, cells, strict=True):
+            lines.append(lab.ljust(lab_w) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
         return "\n".join(line.rstrip() for line in lines)
 
     def __repr__(self) -> str:
@@ -177,7 +179,7 @@ class MatrixView:
                "<thead><tr><th></th>"]
         out += [f"<th>{html.escape(c)}</th>" for c in self.col_labels]
         out.append("</tr></thead><tbody>")
-        for lab, row in zip(self.row_labels, self.rows):
+        for lab, row in zip(self.row_labels, self.rows, strict=True):
             out.append(f"<tr><th>{html.escape(lab)}</th>")
             for x in row:
                 bg, fg = _colour(x, self.vmax)
@@ -242,7 +244,8 @@ class TableView:
         numeric = [all(_is_numeric(r[j]) for r in self.rows) for j in range(len(self.headers))]
 
         def line(items):
-            return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in zip(items, widths, numeric)).rstrip()
+            cells = zip(items, widths, numeric, strict=True)
+            return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in cells).rstrip()
 
         lines = [self.name] if self.name else []
         lines += [line(self.headers), "  ".join("-" * w for w in widths)]
@@ -260,12 +263,12 @@ class TableView:
         cap = f"<caption><b>{html.escape(self.name)}</b></caption>" if self.name else ""
         out = ['<div class="insideout-view"><table class="insideout-table">', cap, "<thead><tr>"]
         out += [f'<th style="text-align:{"right" if n else "left"}">{html.escape(h)}</th>'
-                for h, n in zip(self.headers, numeric)]
+                for h, n in zip(self.headers, numeric, strict=True)]
         out.append("</tr></thead><tbody>")
         for r in self.rows:
             out.append("<tr>")
             out += [f'<td style="text-align:{"right" if n else "left"}">{html.escape(self._cell(x))}</td>'
-                    for x, n in zip(r, numeric)]
+                    for x, n in zip(r, numeric, strict=True)]
             out.append("</tr>")
         out.append("</tbody></table></div>")
         return "".join(out)

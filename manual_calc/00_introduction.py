@@ -84,7 +84,8 @@ for t, y in enumerate(M.TARGETS):
 # R' &= R + \mathrm{FFN}\big(\mathrm{LN}_2(R)\big) && \text{feed-forward, added again} && (5 \times 16)\\
 # H &= \mathrm{LN}_f(R') && \text{final layer normalisation} && (5 \times 16)\\
 # Z &= H E^\top && \text{logits: one score per vocabulary token} && (5 \times 6)\\
-# \mathcal{L} &= -\frac{1}{N} \sum_{t=0}^{N-1} \ln \operatorname{softmax}(Z_t)_{y_t} && \text{mean cross-entropy} && \text{scalar}
+# \mathcal{L} &= -\frac{1}{N} \sum_{t=0}^{N-1} \ln \operatorname{softmax}(Z_t)_{y_t}
+#   && \text{mean cross-entropy} && \text{scalar}
 # \end{aligned}
 # $$
 #
@@ -191,12 +192,13 @@ pattern0 = acts_gpt2["blocks.0.attn.pattern"][0]
 print(f"GPT-2 initialisation: loss {acts_gpt2['loss']:.4f} vs ln 6 = {math.log(6):.4f}")
 print(f"  largest |attention weight - uniform| in head 0: "
       f"{max(abs(a - 1 / (i + 1)) for i, row in enumerate(pattern0) for a in row[: i + 1]):.4f}")
-print(f"  attention output entries: largest magnitude {max(abs(x) for r in acts_gpt2['blocks.0.attn.out'] for x in r):.4f}")
+largest_out = max(abs(x) for r in acts_gpt2["blocks.0.attn.out"] for x in r)
+print(f"  attention output entries: largest magnitude {largest_out:.4f}")
 print(f"  biases all zero: {all(x == 0 for n, v in gpt2_like.items() if n.endswith('bias') for x in v)}")
 
 # %% [markdown]
-# Attention would be almost exactly uniform, the attention layer's output a few thousandths, and a bias or a
-# LayerNorm gain of exactly 0 or 1 hides mistakes: multiplying by 1 or adding 0 gives the same number whether or not
+# Attention would be almost exactly uniform and the attention layer's output tiny (both printed above), and a bias
+# or a LayerNorm gain of exactly 0 or 1 hides mistakes: multiplying by 1 or adding 0 gives the same number whether or not
 # the code does it. So Part 1 uses a different, documented initialisation, drawn by `random.Random(0).gauss` tensor
 # by tensor in the order of the model card:
 #
@@ -236,7 +238,7 @@ show(params["tok_emb.weight"], "E = tok_emb.weight", row_labels=M.VOCAB)
 # | [06 Layer normalisation](06_layer_norm.ipynb) | all three LayerNorms in detail, $H$ | $X$, $R$, $R'$ |
 # | [07 Cross-entropy loss](07_cross_entropy_loss.ipynb) | logits $Z$, probabilities, $\mathcal L$ | $H$ |
 # | [08 Loss gradient](08_loss_gradient.ipynb) | $\partial \mathcal L / \partial Z$ | the probabilities |
-# | [09 Backpropagation](09_backpropagation.ipynb) | the gradient of all 16 tensors | $\partial \mathcal L / \partial Z$ and the forward values |
+# | [09 Backpropagation](09_backpropagation.ipynb) | all 16 gradients | chapter 08's result, forward values |
 # | [10 AdamW](10_adamw.ipynb) | one optimiser step, the new loss | the gradients |
 #
 # The same computations in PyTorch, at full size, are the subject of Part 2; each Part 1 chapter links to its

@@ -163,7 +163,7 @@ print("row sums:", [f"{sum(row):.15f}" for row in A])
 v = V[0]
 C = [[sum(A[i][j] * v[j][c] for j in range(T)) for c in range(d_k)] for i in range(T)]  # (T, d_k)
 print("C_2 = " + " + ".join(f"{A[2][j]:.4f}·V_{j}" for j in range(3)))
-print(f"C_2[0] = " + " + ".join(f"({A[2][j]:.4f})({v[j][0]:.4f})" for j in range(3)) + f" = {C[2][0]:.6f}")
+print("C_2[0] = " + " + ".join(f"({A[2][j]:.4f})({v[j][0]:.4f})" for j in range(3)) + f" = {C[2][0]:.6f}")
 show(C, "C⁽⁰⁾ = A⁽⁰⁾ V⁽⁰⁾ (head 0 output)", row_labels=rows)
 
 # %% [markdown]
@@ -196,7 +196,7 @@ print("both heads' patterns and outputs: identical to insideout.manual.forward()
 # shape them — but they are already different, which is the point of having more than one head:
 
 # %%
-diff = max(((abs(A[i][j] - A1[i][j]), i, j) for i in range(T) for j in range(T)))
+diff = max((abs(A[i][j] - A1[i][j]), i, j) for i in range(T) for j in range(T))
 print(f"largest difference between the heads' weights: {diff[0]:.4f}, "
       f"where {rows[diff[1]]!r} looks at {rows[diff[2]]!r}")
 

@@ -73,11 +73,11 @@ def test_score_softmax_stats_scaling_keeps_scores_unit_variance():
 
 
 def test_score_softmax_jacobian_norm_matches_autograd():
-    stats = score_softmax_stats(8, n_keys=5, n_queries=3, seed=2)
+    stats = score_softmax_stats(8, n_keys=5, n_queries=6, seed=2, key_sets=2)
     g = torch.Generator().manual_seed(2)
-    q = torch.randn(3, 1, 8, generator=g, dtype=torch.float64)
-    k = torch.randn(3, 5, 8, generator=g, dtype=torch.float64)
-    scores = (q * k).sum(-1) / math.sqrt(8)
+    q = torch.randn(2, 3, 8, generator=g, dtype=torch.float64)
+    k = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    scores = torch.cat([q[s] @ k[s].T for s in range(2)]) / math.sqrt(8)  # (6, 5)
     norms = [torch.autograd.functional.jacobian(lambda s: torch.softmax(s, -1), row).norm() for row in scores]
     assert stats["jacobian_norm"] == pytest.approx(torch.stack(norms).mean().item(), abs=1e-12)
 
@@ -85,6 +85,8 @@ def test_score_softmax_jacobian_norm_matches_autograd():
 def test_score_softmax_stats_rejects_bad_sizes():
     with pytest.raises(ValueError, match="n_keys >= 2"):
         score_softmax_stats(8, n_keys=1)
+    with pytest.raises(ValueError, match="multiple of key_sets"):
+        score_softmax_stats(8, n_queries=100, key_sets=16)
 
 
 def test_block_grad_norms():

@@ -65,7 +65,8 @@ def test_packing_separates_documents_with_end_of_text(tmp_path):
     seq_len = 8
     blocks = [r["input_ids"] for r in packed_dataset(texts, TOK, seq_len)]
     assert all(len(b) == seq_len + 1 for b in blocks)
-    assert all(a[-1] == b[0] for a, b in zip(blocks, blocks[1:])), "consecutive blocks must share one token"
+    shared = all(a[-1] == b[0] for a, b in zip(blocks[:-1], blocks[1:], strict=True))
+    assert shared, "consecutive blocks must share one token"
     stream = blocks[0] + [t for b in blocks[1:] for t in b[1:]]
     expected = []
     for doc in DOCS[1:]:

@@ -189,3 +189,26 @@ def test_generation_restores_training_mode_and_keeps_gradients_off():
 def test_zero_new_tokens_returns_the_prompt():
     prompt = torch.tensor([[3, 1, 4]])
     assert torch.equal(generate(small_model(), prompt, 0), prompt)
+
+
+def test_processing_matches_hugging_face_logits_warpers():
+    """The trusted reference: transformers' TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    z = logits_batch(rows=16, vocab=500, seed=3)
+    for t in (0.5, 1.7):
+        assert torch.allclose(process_logits(z, temperature=t), TemperatureLogitsWarper(t)(None, z.clone()))
+    for k in (1, 7, 120):
+        assert torch.equal(process_logits(z, top_k=k), TopKLogitsWarper(k)(None, z.clone()))
+    for p in (0.05, 0.5, 0.9, 0.99):
+        assert torch.equal(process_logits(z, top_p=p).isinf(), TopPLogitsWarper(p)(None, z.clone()).isinf())
+    chain = LogitsProcessorList([TemperatureLogitsWarper(0.8), TopKLogitsWarper(40), TopPLogitsWarper(0.9)])
+    ours = process_logits(z, temperature=0.8, top_k=40, top_p=0.9)
+    theirs = chain(None, z.clone())
+    assert torch.equal(ours.isinf(), theirs.isinf())
+    assert torch.allclose(torch.softmax(ours, -1), torch.softmax(theirs, -1), atol=1e-6)

@@ -133,7 +133,7 @@ def _compare_after_step(model: GPT, mine: dict, grads_torch: dict, grads_mine: d
         if name == "blocks.0.attn.qkv.bias":
             kb_t, kb_m = p.detach()[KEY_BIAS].tolist(), mine[name][KEY_BIAS]
             g_t, g_m = grads_torch[name][KEY_BIAS], grads_mine[name][KEY_BIAS]
-            for a, b, x, y in zip(kb_t, kb_m, g_t, g_m):
+            for a, b, x, y in zip(kb_t, kb_m, g_t, g_m, strict=True):
                 assert abs(x) < NOISE and abs(y) < NOISE, (tag, "key-bias gradient is not rounding noise")
                 assert abs(a - b) <= 2 * steps * lr * NOISE / eps, tag
             rest = list(range(0, D)) + list(range(2 * D, 3 * D))

@@ -47,8 +47,8 @@ def test_warmup_then_cosine():
     cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
     lrs = [lr_at(s, cfg) for s in range(cfg.max_steps + 1)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3), "linear warmup to the peak"
-    assert all(b > a for a, b in zip(lrs[:10], lrs[1:10])), "warmup must increase"
-    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:])), "cosine must decrease"
+    assert all(b > a for a, b in zip(lrs[:9], lrs[1:10], strict=True)), "warmup must increase"
+    assert all(b <= a for a, b in zip(lrs[10:-1], lrs[11:], strict=True)), "cosine must decrease"
     assert lrs[60] == pytest.approx(0.55e-3), "half-way down the cosine: the mean of peak and floor"
     assert lrs[110] == pytest.approx(1e-4) and min(lrs) >= 1e-4 - 1e-12, "the floor is lr * min_lr_ratio"
 

@@ -83,6 +83,9 @@ def execution_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
             if count is not None or cell.get("outputs"):
                 problems.append(f"{name}: empty code cell {index} has an execution count or outputs")
             continue
+        if count is None and expected == 1:
+            problems.append(f"{name}: not executed (no execution counts): run `make execute`")
+            break
         if count != expected:
             problems.append(f"{name}: code cell {index} has execution count {count}, expected {expected} "
                             "(outputs are not from one complete in-order run: `make execute`)")
@@ -95,8 +98,6 @@ def execution_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
             if output.get("output_type") == "execute_result" and output.get("execution_count") != count:
                 problems.append(f"{name}: code cell {index} has a result from execution "
                                 f"{output.get('execution_count')}, not {count}")
-    if expected == 1 and any(c.cell_type == "code" and c.source.strip() for c in nb.cells):
-        problems.append(f"{name}: never executed")
     return problems
 
 

@@ -56,23 +56,24 @@ def softmax_entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(dim)
 
 
-def score_softmax_stats(d_k: int, n_keys: int = 64, n_queries: int = 512, scaled: bool = True,
-                        seed: int = 0) -> dict[str, float]:
+def score_softmax_stats(d_k: int, n_keys: int = 64, n_queries: int = 512, scaled: bool = True, seed: int = 0,
+                        key_sets: int = 16) -> dict[str, float]:
     """Softmax over q.k scores for q, k with i.i.d. N(0, 1) components: how spread out and how trainable it is.
 
-    Returns the std of the scores, the mean entropy (nats) and mean largest probability of the softmax rows, the
-    fraction of rows that are saturated (largest probability above 0.99) and the mean Frobenius norm of the softmax
-    Jacobian diag(p) - p p^T (how much gradient reaches the scores).
-
-    ``scaled`` divides the scores by sqrt(d_k) as scaled dot-product attention does. Float64, seeded, so the
-    numbers do not depend on the thread count.
+    ``key_sets`` independent sets of ``n_keys`` keys are each scored by ``n_queries // key_sets`` queries (sharing
+    keys keeps the random draws small for wide heads). ``scaled`` divides the scores by sqrt(d_k) as scaled
+    dot-product attention does. Returns the std of the scores, the mean entropy (nats) and mean largest
+    probability of the softmax rows, the fraction of rows that are saturated (largest probability above 0.99) and
+    the mean Frobenius norm of the softmax Jacobian diag(p) - p p^T (how much gradient reaches the scores).
+    Float64 and seeded, so the numbers do not depend on the thread count.
     """
-    if d_k < 1 or n_keys < 2 or n_queries < 1:
-        raise ValueError(f"need d_k >= 1, n_keys >= 2, n_queries >= 1; got {d_k}, {n_keys}, {n_queries}")
+    if d_k < 1 or n_keys < 2 or key_sets < 1 or n_queries < key_sets or n_queries % key_sets:
+        raise ValueError(f"need d_k >= 1, n_keys >= 2 and n_queries a positive multiple of key_sets; got d_k={d_k}, "
+                         f"n_keys={n_keys}, n_queries={n_queries}, key_sets={key_sets}")
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(n_queries, 1, d_k, generator=g, dtype=torch.float64)  # (Q, 1, d_k)
-    k = torch.randn(n_queries, n_keys, d_k, generator=g, dtype=torch.float64)  # (Q, N, d_k): fresh keys per query
-    scores = (q * k).sum(-1)  # (Q, N)
+    q = torch.randn(key_sets, n_queries // key_sets, d_k, generator=g, dtype=torch.float64)  # (S, Q/S, d_k)
+    k = torch.randn(key_sets, n_keys, d_k, generator=g, dtype=torch.float64)  # (S, N, d_k)
+    scores = (q @ k.transpose(1, 2)).reshape(n_queries, n_keys)  # (Q, N)
     if scaled:
         scores = scores / math.sqrt(d_k)
     p = torch.softmax(scores, dim=-1)  # (Q, N)

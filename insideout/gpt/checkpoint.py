@@ -95,7 +95,8 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             raw_meta = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}): delete it and retrain") from exc
+        raise ValueError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}): "
+                         f"delete it and retrain") from exc
     try:
         meta = {key: json.loads(value) for key, value in raw_meta.items()}
     except json.JSONDecodeError as exc:

@@ -131,7 +131,7 @@ def text_dataset(source: str, split: str, *, validation_documents: int = 100) ->
         columns = stream.column_names
         first = next(iter(stream.take(1)), None)
     except Exception as exc:  # pyarrow, json, network and hub errors come in many types
-        hint = " (FineWeb is streamed from the Hugging Face Hub: this needs network access)" if source == "fineweb" else ""
+        hint = " (FineWeb is streamed from the Hugging Face Hub: this needs network access)" * (source == "fineweb")
         raise ValueError(f"cannot read data source {source!r}{hint}: {type(exc).__name__}: {exc}") from exc
     if first is None:
         raise ValueError(f"data source {source!r} is empty: it holds no documents")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -205,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m insideout generate",
         description="Interactive text generation: reads one prompt per line from stdin and prints its "
-                    "continuation; an empty line or end of input stops.",
+                    "continuation (up to the first end-of-text token) followed by an empty line; an empty line "
+                    "or the end of input stops. Type <|endoftext|> to start a new document. A prompt longer "
+                    "than the model's context is refused (and the next one read); past the context the window "
+                    "slides. Exit status: 0, or 1 if a prompt was refused or the model could not be loaded, "
+                    "2 for bad options.",
     )
     parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
                         help="which course model to load from the cache (default: $INSIDEOUT_PRESET, else cpu)")
@@ -218,18 +223,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=None, help="keep the smallest set with mass >= p (0 < p <= 1)")
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler; same seed and prompts, same text")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads (fixed, because the thread count changes float rounding; default 2)")
     return parser
 
 
 def load_for_cli(preset: str | None, checkpoint: str | None, device: str | None):
-    """Load (model, tokenizer) for the command, turning every failure into a one-line CLIError."""
+    """Load (model, tokenizer) for the command, turning every failure into a one-line CLIError.
+
+    Without ``--checkpoint`` it loads the preset's cached course model; it never trains one (that is chapter 07's
+    or ``python -m insideout train``'s job), so a missing model is an error that says how to make it.
+    """
     from insideout.gpt import pretrained
+    from insideout.gpt.presets import checkpoint_path
+    from insideout.utils import get_preset
 
     try:
-        return pretrained.load_for_generation(preset=preset, checkpoint=checkpoint, device=device)
+        if checkpoint is None:
+            preset = get_preset(preset)
+            checkpoint = checkpoint_path(preset)
+            if not checkpoint.is_file():
+                raise CLIError(f"no trained {preset} course model at {checkpoint}: run the chapter "
+                               f"transformer/07_training, or `python -m insideout train --preset {preset}`, "
+                               f"or pass --checkpoint FILE")
+        elif not os.path.exists(checkpoint):
+            raise CLIError(f"no checkpoint at {checkpoint}: pass the path of a .safetensors file written by "
+                           f"`python -m insideout train --out DIR` (or that DIR)")
+        return pretrained.load_for_generation(checkpoint=checkpoint, device=device)
+    except CLIError:
+        raise
     except FileNotFoundError as err:
         raise CLIError(str(err)) from None
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as err:
         raise CLIError(f"cannot load the checkpoint: {err}") from None
 
 
@@ -239,28 +264,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_sampling_args(args.temperature, args.top_k, args.top_p, args.greedy)
         if args.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens={args.max_new_tokens}: must be >= 1")
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be an integer >= 1")
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: must be an integer >= 1")
+        if args.device is not None:
+            from insideout.utils import get_device
+
+            get_device(args.device)
     except ValueError as err:
-        print(f"error: {str(err).replace('_', '-')}", file=sys.stderr)
+        message = str(err)
+        for api, flag in (("temperature=", "--temperature "), ("top_k=", "--top-k "), ("top_p=", "--top-p "),
+                          ("greedy=True", "--greedy")):
+            message = message.replace(api, flag)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     try:
         model, tokenizer = load_for_cli(args.preset, args.checkpoint, args.device)
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    torch.set_num_threads(args.threads)
     device = model.tok_emb.weight.device
+    print(f"loaded a {model.num_parameters():,}-parameter GPT (context {model.config.context_length} tokens) "
+          f"on {device}", file=sys.stderr)
     generator = torch.Generator(device="cpu").manual_seed(args.seed)  # one sampler for the whole session
     interactive = sys.stdin.isatty()
     status = 0
     while True:
         if interactive:
-            print("prompt> ", end="", file=sys.stderr, flush=True)
+            print("prompt (empty line to quit)> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         prompt = line.removesuffix("\n").removesuffix("\r")
         if not prompt:  # end of input, or an empty line
             break
-        ids = tokenizer.encode(prompt)
         try:
+            try:  # the course tokenizers: a typed <|endoftext|> is the document separator
+                ids = tokenizer.encode(prompt, allowed_special="all")
+            except TypeError:  # any other tokenizer with a plain encode(text)
+                ids = tokenizer.encode(prompt)
             out = generate(model, torch.tensor([ids], dtype=torch.long, device=device), args.max_new_tokens,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
                            generator=generator)
@@ -268,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             status = 1
             continue
-        print(prompt + tokenizer.decode(out[0, len(ids):].tolist()), flush=True)
+        new = out[0, len(ids):].tolist()
+        eot = getattr(tokenizer, "eot_id", None)
+        if eot in new:  # the model ended the document: show the text up to there
+            new = new[: new.index(eot)]
+        print(tokenizer.decode(new) + "\n", flush=True)
     return status
 
 

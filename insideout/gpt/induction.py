@@ -37,6 +37,8 @@ class InductionConfig:
     lr: float = 1e-3
     eval_every: int = 20
     eval_batch: int = 64
+    position: str = "learned"
+    tie_weights: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,7 +61,8 @@ class InductionConfig:
         """The attention-only GPT: no MLP, learned positions, room for the longest sequence."""
         context = 2 * max(self.max_half, self.eval_half)
         return GPTConfig(vocab_size=self.vocab_size, context_length=context, d_model=self.d_model,
-                         n_layer=self.n_layer, n_head=self.n_head, mlp=False)
+                         n_layer=self.n_layer, n_head=self.n_head, mlp=False, position=self.position,
+                         tie_weights=self.tie_weights)
 
 
 @dataclass

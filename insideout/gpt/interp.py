@@ -232,15 +232,18 @@ def repeated_random_tokens(
 ) -> torch.Tensor:
     """``prefix + s + s`` for a random sequence s of ``half_len`` distinct tokens per row: (batch, P + 2 half_len).
 
-    ``vocab`` is a vocabulary size or the list of token ids to draw from. Distinct tokens make "the previous
-    occurrence" unique, so the only way to predict the second copy is to look it up in the first.
+    ``vocab`` is a vocabulary size or the list of token ids to draw from; prefix tokens are never drawn. Distinct
+    tokens make "the previous occurrence" unique, so the only way to predict the second copy is to look it up in
+    the first.
     """
-    pool = torch.arange(vocab) if isinstance(vocab, int) else torch.as_tensor(list(vocab))
+    prefix = [int(t) for t in prefix]
+    pool = torch.arange(vocab) if isinstance(vocab, int) else torch.as_tensor(list(vocab), dtype=torch.long)
+    pool = pool[~torch.isin(pool, torch.tensor(prefix, dtype=torch.long))]
     if half_len > len(pool):
         raise ValueError(f"half_len={half_len} distinct tokens cannot be drawn from {len(pool)} ids: lower half_len")
     order = torch.rand(batch, len(pool), generator=generator).argsort(dim=1)[:, :half_len]  # (batch, half_len)
     first = pool[order]
-    head = torch.as_tensor(list(prefix), dtype=torch.long).expand(batch, -1)
+    head = torch.tensor(prefix, dtype=torch.long).expand(batch, -1)
     return torch.cat([head, first, first], dim=1)
 
 

@@ -62,7 +62,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_every: int = 65  # validate every this many steps (and at the end); 0 = only at the end
-    eval_batches: int = 8  # fixed validation batches (the first ones of the unshuffled validation stream)
+    eval_batches: int = 8  # validation set size in global batches (the first ones of the unshuffled stream)
     shuffle_buffer: int = 1024  # blocks in the shuffle buffer
     validation_documents: int = 100  # documents held out from FineWeb / a local file
     seed: int = 0  # initial weights and data order
@@ -321,7 +321,8 @@ def train(model_config: GPTConfig, config: TrainConfig, *, device: torch.device 
         val_blocks = packed_dataset(
             text_dataset(config.dataset, "validation", validation_documents=config.validation_documents),
             tokenizer, seq_len)
-        val_batches = fixed_batches(val_blocks, config.batch_size, config.eval_batches,
+        # the validation set: the first eval_batches global batches of the unshuffled stream, in micro-batches
+        val_batches = fixed_batches(val_blocks, config.batch_size, config.eval_batches * config.grad_accum * world,
                                     source=f"the validation split of {config.dataset!r}")
         no_sync = train_model.no_sync if world > 1 and hasattr(train_model, "no_sync") else None
         log = tqdm.write if progress and rank == 0 else print
@@ -439,8 +440,9 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[GPTConfig, TrainConfig
     if model_over:
         mc = GPTConfig.from_dict({**mc.to_dict(), **model_over})
     if train_over:
-        if "max_steps" in train_over and "warmup_steps" not in train_over and tc.warmup_steps >= train_over["max_steps"]:
-            train_over["warmup_steps"] = train_over["max_steps"] // 10
+        steps = train_over.get("max_steps")
+        if steps is not None and "warmup_steps" not in train_over and tc.warmup_steps >= steps:
+            train_over["warmup_steps"] = steps // 10  # keep the preset's warmup unless the run is shorter
         tc = replace(tc, **train_over)
     return mc, tc
 

@@ -39,8 +39,8 @@ from .linalg import (
 )
 from .model import (
     GPT2_STD,
-    INIT_SCHEMES,
     IGNORE_INDEX,
+    INIT_SCHEMES,
     LN_EPS,
     SEED,
     TARGETS,
@@ -75,7 +75,8 @@ from .model import (
 from .optim import ADAMW, adamw_step, decays, init_state
 
 __all__ = [
-    "GPT2_STD", "INIT_SCHEMES", "ADAMW", "FD_STEP", "IGNORE_INDEX", "LN_EPS", "SEED", "TARGETS", "TARGETS_WITH_IGNORE", "TEXT", "TINY_CONFIG",
+    "GPT2_STD", "INIT_SCHEMES", "ADAMW", "FD_STEP", "IGNORE_INDEX", "LN_EPS", "SEED", "TARGETS",
+    "TARGETS_WITH_IGNORE", "TEXT", "TINY_CONFIG",
     "TOKENS", "VOCAB", "adamw_step", "add", "attention_head", "attention_head_backward", "backward",
     "causal_scores", "central_difference", "check_config", "col_sums", "columns", "config_from_parameters", "copy",
     "cross_entropy", "cross_entropy_backward", "decays", "embed", "embedding_backward", "flatten", "forward",

@@ -14,7 +14,7 @@ from .model import GELU_A, GELU_C, config_from_parameters, forward, split_heads
 
 
 def cross_entropy_backward(probs: Matrix, targets: list[int]) -> Matrix:
-    """dL/dlogits for the mean cross-entropy over N = len(targets) rows: (p - onehot) / N; rows without a target are 0."""
+    """dL/dlogits of the mean cross-entropy over N = len(targets) rows: (p - onehot) / N; rows past N get 0."""
     n = len(targets)
     grad = zeros(len(probs), len(probs[0]))
     for t, y in enumerate(targets):
@@ -32,16 +32,16 @@ def linear_backward(x: Matrix, w: Matrix, dy: Matrix) -> tuple[Matrix, Matrix, V
 
 
 def layer_norm_backward(dy: Matrix, xhat: Matrix, rstd: Vector, gamma: Vector) -> tuple[Matrix, Vector, Vector]:
-    """For y = gamma * x_hat + beta: (dx, dgamma, dbeta), with dx = rstd (g - mean(g) - x_hat mean(g x_hat)), g = dy gamma."""
+    """For y = gamma x_hat + beta: (dx, dgamma, dbeta); dx = rstd (g - mean(g) - x_hat mean(g x_hat)), g = dy gamma."""
     dgamma = [sum(dy[t][j] * xhat[t][j] for t in range(len(dy))) for j in range(len(gamma))]
     dbeta = col_sums(dy)
     dx = []
-    for dyr, xr, r in zip(dy, xhat, rstd):
-        g = [a * b for a, b in zip(dyr, gamma)]
+    for dyr, xr, r in zip(dy, xhat, rstd, strict=True):
+        g = [a * b for a, b in zip(dyr, gamma, strict=True)]
         d = len(g)
         g_mean = sum(g) / d
-        gx_mean = sum(a * b for a, b in zip(g, xr)) / d
-        dx.append([r * (gj - g_mean - xj * gx_mean) for gj, xj in zip(g, xr)])
+        gx_mean = sum(a * b for a, b in zip(g, xr, strict=True)) / d
+        dx.append([r * (gj - g_mean - xj * gx_mean) for gj, xj in zip(g, xr, strict=True)])
     return dx, dgamma, dbeta
 
 
@@ -53,7 +53,7 @@ def gelu_derivative(x: float) -> float:
 
 def gelu_backward(pre: Matrix, dpost: Matrix) -> Matrix:
     """dL/d(pre-activation) = dL/d(post) * gelu'(pre), element by element."""
-    return [[g * gelu_derivative(u) for u, g in zip(ur, gr)] for ur, gr in zip(pre, dpost)]
+    return [[g * gelu_derivative(u) for u, g in zip(ur, gr, strict=True)] for ur, gr in zip(pre, dpost, strict=True)]
 
 
 def softmax_jacobian(a: Vector) -> Matrix:
@@ -64,9 +64,9 @@ def softmax_jacobian(a: Vector) -> Matrix:
 def softmax_backward(pattern: Matrix, dpattern: Matrix) -> Matrix:
     """dL/dscores row by row: J^T da = a * (da - sum_k a_k da_k); masked entries (a = 0) get exactly 0."""
     out = []
-    for a, da in zip(pattern, dpattern):
-        dot = sum(x * y for x, y in zip(a, da))
-        out.append([x * (y - dot) for x, y in zip(a, da)])
+    for a, da in zip(pattern, dpattern, strict=True):
+        dot = sum(x * y for x, y in zip(a, da, strict=True))
+        out.append([x * (y - dot) for x, y in zip(a, da, strict=True)])
     return out
 
 
@@ -87,7 +87,7 @@ def embedding_backward(tokens: list[int], dx: Matrix, vocab_size: int, context_l
     de = zeros(vocab_size, d)
     dp = zeros(context_length, d)
     for t, i in enumerate(tokens):
-        de[i] = [a + b for a, b in zip(de[i], dx[t])]
+        de[i] = [a + b for a, b in zip(de[i], dx[t], strict=True)]
         dp[t] = list(dx[t])
     return de, dp
 

@@ -26,7 +26,7 @@ def zeros(rows: int, cols: int) -> Matrix:
 
 def transpose(a: Matrix) -> Matrix:
     """A^T: (n, m) -> (m, n)."""
-    return [list(col) for col in zip(*a)]
+    return [list(col) for col in zip(*a, strict=True)]
 
 
 def matmul(a: Matrix, b: Matrix) -> Matrix:
@@ -34,21 +34,21 @@ def matmul(a: Matrix, b: Matrix) -> Matrix:
     if len(a[0]) != len(b):
         raise ValueError(f"matmul: inner sizes differ, A is {shape(a)} and B is {shape(b)}")
     bt = transpose(b)
-    return [[sum(x * y for x, y in zip(row, col)) for col in bt] for row in a]
+    return [[sum(x * y for x, y in zip(row, col, strict=True)) for col in bt] for row in a]
 
 
 def matmul_t(a: Matrix, b: Matrix) -> Matrix:
     """A B^T for A (n, k) and B (m, k) -> (n, m); the form a linear layer with weight (out, in) needs."""
     if len(a[0]) != len(b[0]):
         raise ValueError(f"matmul_t: row lengths differ, A is {shape(a)} and B is {shape(b)}")
-    return [[sum(x * y for x, y in zip(row, brow)) for brow in b] for row in a]
+    return [[sum(x * y for x, y in zip(row, brow, strict=True)) for brow in b] for row in a]
 
 
 def linear(x: Matrix, w: Matrix, b: Vector | None = None) -> Matrix:
     """x W^T + b, as torch.nn.Linear: x (T, in), W (out, in), b (out,) -> (T, out)."""
     y = matmul_t(x, w)
     if b is not None:
-        y = [[v + bj for v, bj in zip(row, b)] for row in y]
+        y = [[v + bj for v, bj in zip(row, b, strict=True)] for row in y]
     return y
 
 
@@ -56,12 +56,12 @@ def add(a: Matrix, b: Matrix) -> Matrix:
     """Element-wise A + B of two matrices of the same shape."""
     if shape(a) != shape(b):
         raise ValueError(f"add: shapes differ, {shape(a)} and {shape(b)}")
-    return [[x + y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
+    return [[x + y for x, y in zip(ra, rb, strict=True)] for ra, rb in zip(a, b, strict=True)]
 
 
 def hadamard(a: Matrix, b: Matrix) -> Matrix:
     """Element-wise product A * B."""
-    return [[x * y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
+    return [[x * y for x, y in zip(ra, rb, strict=True)] for ra, rb in zip(a, b, strict=True)]
 
 
 def scale(a: Matrix, c: float) -> Matrix:
@@ -71,7 +71,7 @@ def scale(a: Matrix, c: float) -> Matrix:
 
 def col_sums(a: Matrix) -> Vector:
     """Sum over rows: (T, n) -> (n,); the gradient of a bias broadcast over T rows."""
-    return [sum(col) for col in zip(*a)]
+    return [sum(col) for col in zip(*a, strict=True)]
 
 
 def columns(a: Matrix, start: int, stop: int) -> Matrix:
@@ -107,7 +107,7 @@ def max_abs_diff(a, b) -> float:
     if len(fa) != len(fb):
         raise ValueError(f"max_abs_diff: {len(fa)} numbers against {len(fb)}")
     worst = 0.0
-    for x, y in zip(fa, fb):
+    for x, y in zip(fa, fb, strict=True):
         if x == y:  # also covers equal infinities
             continue
         d = abs(x - y)

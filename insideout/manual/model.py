@@ -170,7 +170,7 @@ def embed(tok_emb: Matrix, pos_emb: Matrix, ids: list[int]) -> Matrix:
     """X[t] = E[ids[t]] + P[t]: token embedding rows plus position rows, (T, d_model)."""
     if len(ids) > len(pos_emb):
         raise ValueError(f"{len(ids)} tokens exceed the context length {len(pos_emb)}: shorten the input")
-    return [[e + p for e, p in zip(tok_emb[i], pos_emb[t])] for t, i in enumerate(ids)]
+    return [[e + p for e, p in zip(tok_emb[i], pos_emb[t], strict=True)] for t, i in enumerate(ids)]
 
 
 def layer_norm_stats(x: Matrix, eps: float = LN_EPS) -> tuple[Vector, Vector, Matrix]:
@@ -190,7 +190,7 @@ def layer_norm_stats(x: Matrix, eps: float = LN_EPS) -> tuple[Vector, Vector, Ma
 def layer_norm(x: Matrix, gamma: Vector, beta: Vector, eps: float = LN_EPS) -> Matrix:
     """LayerNorm over each row: gamma * x_hat + beta, (T, d) -> (T, d)."""
     _, _, xhat = layer_norm_stats(x, eps)
-    return [[g * v + b for v, g, b in zip(row, gamma, beta)] for row in xhat]
+    return [[g * v + b for v, g, b in zip(row, gamma, beta, strict=True)] for row in xhat]
 
 
 def split_heads(m: Matrix, n_head: int) -> list[Matrix]:

@@ -15,7 +15,7 @@ def decays(name: str, value: list) -> bool:
 def _map2(f, *nested):
     """Apply f element-wise to nested lists of the same shape."""
     if isinstance(nested[0], list):
-        return [_map2(f, *items) for items in zip(*nested)]
+        return [_map2(f, *items) for items in zip(*nested, strict=True)]
     return f(*nested)
 
 

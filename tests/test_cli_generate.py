@@ -1,0 +1,122 @@
+"""`python -m insideout generate`, driven through stdin on a tiny checkpoint written here (no trained model)."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from insideout.gpt.checkpoint import save_checkpoint
+from insideout.gpt.generate import generate, main
+from insideout.gpt.model import GPT, GPTConfig
+from insideout.gpt.tokenizer import course_tokenizer
+from insideout.gpt.train import tokenizer_info
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    tokenizer = course_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=32, d_model=16, n_layer=1, n_head=2,
+                          init_std=0.5))  # wide weights: a peaked, prompt-dependent next-token distribution
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, step=0,
+                    extra={"train_config": {"tokenizer": "course"}, "tokenizer": tokenizer_info(tokenizer)})
+    return path, model.eval(), tokenizer
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "INSIDEOUT_DEVICE": "cpu"}
+    return subprocess.run([sys.executable, "-m", "insideout", "generate", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_greedy_continuations_match_the_library(tiny_checkpoint):
+    path, model, tokenizer = tiny_checkpoint
+    prompts = ["To be, or not to be", "ROMEO:"]
+    result = run_cli("--checkpoint", str(path), "--greedy", "--max-new-tokens", "12",
+                     stdin="\n".join(prompts) + "\n\nnever read: the empty line ended the session\n")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    expected = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt)
+        new = generate(model, torch.tensor([ids]), 12, greedy=True)[0, len(ids):].tolist()
+        if tokenizer.eot_id in new:
+            new = new[: new.index(tokenizer.eot_id)]
+        expected.append(tokenizer.decode(new) + "\n")
+    assert result.stdout == "".join(text + "\n" for text in expected)
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_checkpoint):
+    path = str(tiny_checkpoint[0])
+    flags = ("--checkpoint", path, "--max-new-tokens", "20", "--temperature", "1.2", "--top-k", "50",
+             "--top-p", "0.95")
+    a = run_cli(*flags, "--seed", "7", stdin="Hamlet\nOphelia")  # the last prompt ends at EOF, no newline
+    b = run_cli(*flags, "--seed", "7", stdin="Hamlet\nOphelia")
+    c = run_cli(*flags, "--seed", "8", stdin="Hamlet\nOphelia")
+    assert a.returncode == b.returncode == c.returncode == 0, a.stderr
+    assert a.stdout == b.stdout
+    assert a.stdout != c.stdout
+    assert a.stdout.count("\n\n") == 2  # two continuations, each followed by an empty line
+
+
+def test_a_prompt_longer_than_the_context_is_refused_and_the_loop_goes_on(tiny_checkpoint):
+    path = str(tiny_checkpoint[0])
+    long_prompt = "word " * 40  # > 32 tokens
+    result = run_cli("--checkpoint", path, "--greedy", "--max-new-tokens", "5", stdin=f"{long_prompt}\nshort\n")
+    assert result.returncode == 1
+    assert "longer than the model's context_length=32" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("\n\n") == 1  # the second prompt was still answered
+
+
+def test_missing_and_corrupt_checkpoints_give_a_readable_error(tmp_path):
+    missing = run_cli("--checkpoint", str(tmp_path / "nope.safetensors"), stdin="hi\n")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no checkpoint at")
+    assert "Traceback" not in missing.stderr
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01 this is not a safetensors file" * 10)
+    broken = run_cli("--checkpoint", str(corrupt), stdin="hi\n")
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("error: cannot load the checkpoint")
+    assert "corrupt" in broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+def test_a_missing_preset_model_is_an_error_not_a_training_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INSIDEOUT_CACHE", str(tmp_path))  # an empty cache: no course model there
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["--preset", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "no trained cpu course model" in err and "python -m insideout train --preset cpu" in err
+    assert not list(tmp_path.iterdir())  # nothing was trained or written
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--top-p", "1.5"], "--top-p 1.5: must lie in (0, 1]"),
+    (["--top-p", "0"], "--top-p 0.0"),
+    (["--top-k", "0"], "--top-k 0: must be an integer >= 1"),
+    (["--temperature", "0"], "--temperature 0.0: must be a finite number > 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_options_are_refused_before_loading(flags, message, capsys):
+    assert main(["--checkpoint", "/nonexistent/never-read.safetensors", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_greedy_accepts_temperature_zero(tiny_checkpoint, monkeypatch, capsys, restore_torch_state):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("abc\n"))
+    assert main(["--checkpoint", str(tiny_checkpoint[0]), "--greedy", "--temperature", "0",
+                 "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.endswith("\n\n")
+
+
+def test_bad_flag_types_exit_with_usage():
+    result = run_cli("--top-k", "many")
+    assert result.returncode == 2
+    assert "invalid int value" in result.stderr and "Traceback" not in result.stderr
