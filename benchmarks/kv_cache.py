@@ -40,16 +40,12 @@ def cpu_name() -> str:
 def load_model(preset: str, device: torch.device) -> tuple[GPT, str]:
     """The trained course model if its checkpoint is cached, else a random model of the preset's shape."""
     from insideout.gpt import presets
+    from insideout.gpt.checkpoint import load_model as load_checkpoint
 
-    try:
-        from insideout.gpt import pretrained
-
-        path = pretrained.checkpoint_path(preset)
-        if Path(path).is_file():
-            model, _ = pretrained.load_course_model(preset=preset, device=str(device))
-            return model, f"trained checkpoint {Path(path).name}"
-    except ImportError:
-        pass
+    path = presets.checkpoint_path(preset)
+    if path.is_file():
+        model, ckpt = load_checkpoint(path, device=device)
+        return model, f"trained checkpoint {path.name} (step {ckpt.step})"
     torch.manual_seed(0)
     return GPT(presets.model_config(preset)).to(device).eval(), "random weights (same shape as the preset)"
 

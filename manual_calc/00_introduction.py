@@ -198,9 +198,9 @@ print(f"  biases all zero: {all(x == 0 for n, v in gpt2_like.items() if n.endswi
 
 # %% [markdown]
 # Attention would be almost exactly uniform and the attention layer's output tiny (both printed above), and a bias
-# or a LayerNorm gain of exactly 0 or 1 hides mistakes: multiplying by 1 or adding 0 gives the same number whether or not
-# the code does it. So Part 1 uses a different, documented initialisation, drawn by `random.Random(0).gauss` tensor
-# by tensor in the order of the model card:
+# or a LayerNorm gain of exactly 0 or 1 hides mistakes: multiplying by 1 or adding 0 gives the same number whether
+# or not the code does it. So Part 1 uses a different, documented initialisation, drawn by
+# `random.Random(0).gauss` tensor by tensor in the order of the model card:
 #
 # - a weight matrix with fan-in $n$ (its number of columns, the length of the vectors it multiplies) gets entries
 #   from $\mathcal N(0, 1/n)$, so that each output of $x W^\top$ has about the variance of the entries of $x$:

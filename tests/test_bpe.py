@@ -21,7 +21,7 @@ def naive_train(texts, n_merges):
     for _ in range(n_merges):
         pairs = Counter()
         for w, parts in words.items():
-            for pair in zip(parts, parts[1:]):
+            for pair in zip(parts, parts[1:], strict=False):
                 pairs[pair] += counts[w]
         if not pairs:
             break

@@ -109,3 +109,35 @@ def test_resume_refuses_a_different_configuration(corpus, tmp_path):
     other = GPTConfig(**{**MODEL.to_dict(), "d_model": 64})
     with pytest.raises(ValueError, match="resume with the checkpoint's own configuration"):
         train(other, cfg, tokenizer=tok, progress=False, resume=path)
+
+
+def test_load_course_model_trains_once_then_loads(monkeypatch, tmp_path, capsys):
+    """load_course_model: trains when the cache is empty or stale, loads otherwise (tiny stand-in preset)."""
+    from insideout.gpt import presets, pretrained
+    from insideout.gpt.data import load_tokenizer
+
+    vocab = load_tokenizer("course").vocab_size
+    tiny_model = GPTConfig(vocab_size=vocab, context_length=32, d_model=32, n_layer=1, n_head=2)
+    tiny_train = TrainConfig(batch_size=2, max_steps=3, warmup_steps=1, eval_every=0, eval_batches=1,
+                             shuffle_buffer=16)
+    monkeypatch.setenv("INSIDEOUT_CACHE", str(tmp_path))
+    monkeypatch.setattr(presets, "model_config", lambda preset: tiny_model)
+    monkeypatch.setattr(presets, "train_config", lambda preset, **kw: tiny_train)
+    model, tok = pretrained.load_course_model("cpu", device="cpu")
+    assert "training the cpu course model (no cached checkpoint" in capsys.readouterr().out
+    assert tok.vocab_size == vocab and not model.training and model.config == tiny_model
+    again, _ = pretrained.load_course_model("cpu", device="cpu")
+    assert "loaded the cpu course model from the cache (course-gpt-cpu.safetensors)" in capsys.readouterr().out
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name])
+    via_file, _ = pretrained.load_for_generation(checkpoint=tmp_path / "course-gpt-cpu.safetensors")
+    assert torch.equal(via_file.tok_emb.weight, model.tok_emb.weight)
+    monkeypatch.setattr(presets, "train_config", lambda preset, **kw: TrainConfig(**{**tiny_train.to_dict(),
+                                                                                     "lr": 1e-3}))
+    pretrained.load_course_model("cpu", device="cpu")
+    assert "its training configuration differs" in capsys.readouterr().out
+    (tmp_path / "course-gpt-cpu.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        pretrained.load_course_model("cpu", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pretrained.load_for_generation(checkpoint=tmp_path / "missing.safetensors")

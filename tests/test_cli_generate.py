@@ -50,48 +50,55 @@ def test_greedy_continuations_match_the_library(tiny_checkpoint):
     assert result.stdout == "".join(text + "\n" for text in expected)
 
 
-def test_sampling_is_reproducible_with_a_seed(tiny_checkpoint):
-    path = str(tiny_checkpoint[0])
-    flags = ("--checkpoint", path, "--max-new-tokens", "20", "--temperature", "1.2", "--top-k", "50",
-             "--top-p", "0.95")
-    a = run_cli(*flags, "--seed", "7", stdin="Hamlet\nOphelia")  # the last prompt ends at EOF, no newline
-    b = run_cli(*flags, "--seed", "7", stdin="Hamlet\nOphelia")
-    c = run_cli(*flags, "--seed", "8", stdin="Hamlet\nOphelia")
-    assert a.returncode == b.returncode == c.returncode == 0, a.stderr
-    assert a.stdout == b.stdout
-    assert a.stdout != c.stdout
+def run_main(argv: list[str], stdin: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The same command in this process (fast: torch is already imported); returns (status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_checkpoint, monkeypatch, capsys, restore_torch_state):
+    flags = ["--checkpoint", str(tiny_checkpoint[0]), "--max-new-tokens", "20", "--temperature", "1.2",
+             "--top-k", "50", "--top-p", "0.95"]
+    stdin = "Hamlet\nOphelia"  # the last prompt ends at the end of input, without a newline
+    a = run_cli(*flags, "--seed", "7", stdin=stdin)  # a separate process ...
+    assert a.returncode == 0, a.stderr
+    b = run_main([*flags, "--seed", "7"], stdin, monkeypatch, capsys)  # ... and this one: the same text
+    c = run_main([*flags, "--seed", "8"], stdin, monkeypatch, capsys)
+    assert b[0] == c[0] == 0
+    assert a.stdout == b[1]
+    assert a.stdout != c[1]
     assert a.stdout.count("\n\n") == 2  # two continuations, each followed by an empty line
 
 
-def test_a_prompt_longer_than_the_context_is_refused_and_the_loop_goes_on(tiny_checkpoint):
-    path = str(tiny_checkpoint[0])
+def test_a_prompt_longer_than_the_context_is_refused_and_the_loop_goes_on(tiny_checkpoint, monkeypatch, capsys,
+                                                                          restore_torch_state):
     long_prompt = "word " * 40  # > 32 tokens
-    result = run_cli("--checkpoint", path, "--greedy", "--max-new-tokens", "5", stdin=f"{long_prompt}\nshort\n")
-    assert result.returncode == 1
-    assert "longer than the model's context_length=32" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout.count("\n\n") == 1  # the second prompt was still answered
+    status, out, err = run_main(["--checkpoint", str(tiny_checkpoint[0]), "--greedy", "--max-new-tokens", "5"],
+                                f"{long_prompt}\nshort\n", monkeypatch, capsys)
+    assert status == 1
+    assert "longer than the model's context_length=32" in err
+    assert out.count("\n\n") == 1  # the second prompt was still answered
 
 
-def test_missing_and_corrupt_checkpoints_give_a_readable_error(tmp_path):
+def test_missing_and_corrupt_checkpoints_give_a_readable_error(tmp_path, monkeypatch, capsys):
     missing = run_cli("--checkpoint", str(tmp_path / "nope.safetensors"), stdin="hi\n")
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no checkpoint at")
     assert "Traceback" not in missing.stderr
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00\x01 this is not a safetensors file" * 10)
-    broken = run_cli("--checkpoint", str(corrupt), stdin="hi\n")
-    assert broken.returncode == 1
-    assert broken.stderr.startswith("error: cannot load the checkpoint")
-    assert "corrupt" in broken.stderr
-    assert "Traceback" not in broken.stderr
+    status, _, err = run_main(["--checkpoint", str(corrupt)], "hi\n", monkeypatch, capsys)  # returns, no raise
+    assert status == 1
+    assert err.startswith("error: cannot load the checkpoint")
+    assert "corrupt" in err
 
 
 def test_a_missing_preset_model_is_an_error_not_a_training_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INSIDEOUT_CACHE", str(tmp_path))  # an empty cache: no course model there
-    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
-    assert main(["--preset", "cpu"]) == 1
-    err = capsys.readouterr().err
+    status, _, err = run_main(["--preset", "cpu"], "hi\n", monkeypatch, capsys)
+    assert status == 1
     assert "no trained cpu course model" in err and "python -m insideout train --preset cpu" in err
     assert not list(tmp_path.iterdir())  # nothing was trained or written
 
@@ -110,13 +117,13 @@ def test_bad_options_are_refused_before_loading(flags, message, capsys):
 
 
 def test_greedy_accepts_temperature_zero(tiny_checkpoint, monkeypatch, capsys, restore_torch_state):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("abc\n"))
-    assert main(["--checkpoint", str(tiny_checkpoint[0]), "--greedy", "--temperature", "0",
-                 "--max-new-tokens", "3"]) == 0
-    assert capsys.readouterr().out.endswith("\n\n")
+    status, out, _ = run_main(["--checkpoint", str(tiny_checkpoint[0]), "--greedy", "--temperature", "0",
+                               "--max-new-tokens", "3"], "abc\n", monkeypatch, capsys)
+    assert status == 0 and out.endswith("\n\n")
 
 
-def test_bad_flag_types_exit_with_usage():
-    result = run_cli("--top-k", "many")
-    assert result.returncode == 2
-    assert "invalid int value" in result.stderr and "Traceback" not in result.stderr
+def test_bad_flag_types_exit_with_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit: usage and the problem, no traceback
+        main(["--top-k", "many"])
+    assert exit_info.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err

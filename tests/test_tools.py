@@ -313,3 +313,50 @@ def test_makefile_exports_the_offline_environment():
     for line in ("INSIDEOUT_CACHE := " + str(ROOT / ".cache"), "TIKTOKEN_CACHE_DIR := " + str(ROOT / ".cache/tiktoken"),
                  "HF_DATASETS_OFFLINE := 1", "HF_HUB_OFFLINE := 1", "PYTHONHASHSEED := 0"):
         assert re.search(rf"^(export )?{re.escape(line)}$", result.stdout, re.M), line
+
+
+# --- the site's Sphinx fix (book/_ext) ------------------------------------------------------------------------
+
+
+def test_repeated_inline_scripts_are_dropped_once_per_page():
+    from sphinx.builders.html._assets import _JavaScript
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import insideout_site
+
+    thebe = 'const THEBE_JS_URL = "x";'
+    scripts = [_JavaScript("doctools.js"), _JavaScript(None, body=thebe), _JavaScript("a.js", defer="defer"),
+               _JavaScript("", body=thebe), _JavaScript(None, body="let other = 1;")]
+    context = {"script_files": scripts}
+    insideout_site.dedupe_scripts(None, "page", "page.html", context, None)
+    assert [getattr(s, "attributes", {}).get("body") or s.filename for s in context["script_files"]] == [
+        "doctools.js", thebe, "a.js", "let other = 1;"]
+
+
+# --- the site configuration -------------------------------------------------------------------------------------
+
+
+def test_site_configuration():
+    import json
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["title"] == "Transformers from the Inside Out"
+    assert config["execute"]["execute_notebooks"] == "off", "the site shows stored outputs checked by nbval"
+    assert config["only_build_toc_files"] is True
+    assert {".venv", "_build", ".cache", "node_modules"} <= set(config["exclude_patterns"])
+    assert config["repository"] == {"url": "https://github.com/insideout-course/transformers-inside-out",
+                                    "branch": "main", "path_to_book": ""}
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert config["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    assert config["bibtex_bibfiles"] == ["book/references.bib"]
+    assert {"dollarmath", "amsmath", "colon_fence"} <= set(config["parse"]["myst_enable_extensions"])
+    sphinx = config["sphinx"]["config"]
+    assert "nb_custom_formats" not in sphinx, "a .py notebook format would give each page two sources"
+    assert sphinx["html_extra_path"] == ["book/_extra"] and "_static" not in sphinx["mathjax_path"]
+    assert sphinx["mathjax_path"] == "../mathjax/tex-mml-chtml.js"
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    version = lock["packages"]["node_modules/mathjax"]["version"]
+    assert version.startswith("3.") and json.loads((ROOT / "package.json").read_text())["dependencies"] == {
+        "mathjax": version}, "MathJax must be pinned to one exact 3.x version"

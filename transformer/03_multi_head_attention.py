@@ -1,3 +1,15 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
 # %% [markdown]
 # # Multi-head attention
 #
@@ -269,6 +281,7 @@ plt.show()
 # clearly for one token and must never be more than 20% slower.
 
 # %%
+# NBVAL_IGNORE_OUTPUT  (the printed speed-ups vary from run to run; the assertions hold with margin)
 print(f"speed-up for 1 token: {speedup[0]:.2f}x; smallest speed-up over all sizes: {min(speedup):.2f}x")
 assert speedup[0] >= 1.3, f"for one token the fused projection should be clearly faster, got {speedup[0]:.2f}x"
 assert min(speedup) >= 0.8, f"the fused projection should never be much slower, got {min(speedup):.2f}x"

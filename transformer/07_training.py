@@ -1,3 +1,15 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
 # %% [markdown]
 # # Training
 #
@@ -119,7 +131,8 @@ print(f"first document: {first['id']!r}, {len(first['text']):,} characters, star
 # %%
 T = tcfg.seq_len or mcfg.context_length
 cpt = chars_per_token(text_dataset("shakespeare", "validation"), tokenizer)
-train_tokens = sum(len(encode_document(tokenizer, w.text)) + 1 for w in train_works)  # +1: end-of-text
+train_ids = [encode_document(tokenizer, w.text) for w in train_works]
+train_tokens = sum(len(ids) + 1 for ids in train_ids)  # +1: each work's end-of-text token
 print(f"sequence length T = {T}; {train_tokens:,} training tokens ({train_chars / train_tokens:.3f} characters "
       f"per token); validation: {cpt:.4f} characters per token")
 
@@ -266,8 +279,10 @@ ax.set(title=f"Learning-rate schedule of the {preset} preset", xlabel="optimizer
        ylabel="learning rate $\\eta_t$")
 ax.legend()
 plt.show()
-print(f"peak {max(lrs):.2e} at step {lrs.index(max(lrs))}, last {lrs[-1]:.2e} = {lrs[-1] / tcfg.lr:.2f} x peak")
-assert lrs.index(max(lrs)) == tcfg.warmup_steps - 1 and abs(lrs[-1] - tcfg.lr * tcfg.min_lr_ratio) < 1e-5
+end = lr_at(tcfg.max_steps, tcfg)
+print(f"peak {max(lrs):.2e} at step {lrs.index(max(lrs))}; last step {lrs[-1]:.3e}; the cosine ends at "
+      f"{end:.2e} = {end / tcfg.lr:.2f} x peak")
+assert lrs.index(max(lrs)) == tcfg.warmup_steps - 1 and math.isclose(end, tcfg.lr * tcfg.min_lr_ratio)
 
 # %% [markdown]
 # ## Gradient clipping
@@ -349,7 +364,7 @@ print(f"training steps: {result.train_seconds:.1f} s for {result.tokens_trained:
       f"{result.tokens_per_second:,.0f} tokens/s; whole call (data start-up, validation, saving): {wall:.1f} s")
 print(f"model FLOPs: 6N + 12 L d T = {flops_per_token / 1e6:.2f} MFLOP per token -> "
       f"{result.tokens_per_second * flops_per_token / 1e9:.1f} GFLOP/s")
-assert result.tokens_per_second > 1000, "training is unexpectedly slow"
+assert result.tokens_per_second > 500, "far below the ~10,000 tokens/s of a quiet 2-core machine: is the setup broken?"
 
 # %% [markdown]
 # The throughput line counts model FLOPs with the usual estimate {cite}`kaplan2020scaling,chowdhery2022palm`: $6N$
@@ -394,8 +409,8 @@ print(f"validation loss: {loss0:.4f} -> {h['val_loss'][-1]:.4f}; steps clipped: 
 val_full = evaluate(model, all_val_batches)
 print(f"full validation set: {val_full:.4f} nats/token = {val_full / cpt:.4f} nats/char "
       f"= {val_full / cpt / math.log(2):.4f} bits/char  ({cpt:.4f} characters per token)")
-counts = torch.bincount(torch.tensor([t for w in train_works for t in encode_document(tokenizer, w.text)]),
-                        minlength=mcfg.vocab_size).double() + 1.0  # add-one smoothing
+counts = torch.bincount(torch.tensor([t for ids in train_ids for t in ids]), minlength=mcfg.vocab_size)
+counts = counts.double() + 1.0  # add-one smoothing: no token gets probability zero
 unigram = -(counts / counts.sum()).log()
 unigram_loss = torch.cat([unigram[b[:, 1:].flatten()] for b in all_val_batches]).mean().item()
 print(f"baseline that ignores context (training-set token frequencies): {unigram_loss:.4f} nats/token")

@@ -86,8 +86,8 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, special_tokens: Itera
 
     pair_counts: dict[tuple[int, int], int] = {}
     where: dict[tuple[int, int], set[int]] = {}  # pair -> indices of the words that contain it
-    for w, (word, f) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]):
+    for w, (word, f) in enumerate(zip(words, freqs, strict=True)):
+        for pair in zip(word, word[1:], strict=False):
             pair_counts[pair] = pair_counts.get(pair, 0) + f
             where.setdefault(pair, set()).add(w)
     heap = [(-c, token_bytes[a], token_bytes[b], a, b) for (a, b), c in pair_counts.items()]
@@ -123,7 +123,8 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, special_tokens: Itera
                 else:
                     merged.append(word[i])
                     i += 1
-            old_pairs, new_pairs = Counter(zip(word, word[1:])), Counter(zip(merged, merged[1:]))
+            old_pairs = Counter(zip(word, word[1:], strict=False))
+            new_pairs = Counter(zip(merged, merged[1:], strict=False))
             for pair in old_pairs.keys() | new_pairs.keys():
                 delta = (new_pairs[pair] - old_pairs[pair]) * f
                 if delta:

@@ -170,24 +170,27 @@ def cache_nbytes_formula(config, batch_size: int, max_len: int, bytes_per_value:
     return 2 * config.n_layer * batch_size * config.n_head * max_len * config.head_dim * bytes_per_value
 
 
-def time_generation(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool,
-                    repeats: int = 3) -> float:
-    """Best wall-clock seconds over ``repeats`` greedy generations (after one warm-up run); for benchmarks."""
-    generate(model, idx, min(max_new_tokens, 4), greedy=True, use_cache=use_cache)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache)
-        best = min(best, time.perf_counter() - start)
-    return best
+def time_generation(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool) -> float:
+    """Wall-clock seconds of one greedy generation of max_new_tokens tokens (for benchmarks, not tests)."""
+    start = time.perf_counter()
+    generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache)
+    return time.perf_counter() - start
 
 
 def kv_cache_speedups(model: GPT, idx: torch.Tensor, lengths: list[int], *, repeats: int = 3) -> list[dict]:
-    """Time greedy generation with and without the KV-cache for each number of new tokens; one row per length."""
+    """Time greedy generation with and without the KV-cache for each number of new tokens; one row per length.
+
+    Each time is the best of ``repeats`` runs, cached and uncached runs alternating, after one warm-up of each:
+    the minimum is the run least disturbed by other work on the machine.
+    """
+    for use_cache in (True, False):
+        time_generation(model, idx, 4, use_cache=use_cache)  # warm-up: first calls allocate and initialise
     rows = []
     for n in lengths:
-        cached = time_generation(model, idx, n, use_cache=True, repeats=repeats)
-        uncached = time_generation(model, idx, n, use_cache=False, repeats=repeats)
+        cached = uncached = float("inf")
+        for _ in range(repeats):
+            cached = min(cached, time_generation(model, idx, n, use_cache=True))
+            uncached = min(uncached, time_generation(model, idx, n, use_cache=False))
         rows.append({"new_tokens": n, "prompt_tokens": idx.shape[1], "batch": idx.shape[0],
                      "cached_s": cached, "uncached_s": uncached, "speedup": uncached / cached,
                      "cached_tokens_per_s": n * idx.shape[0] / cached,

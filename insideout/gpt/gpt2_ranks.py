@@ -25,6 +25,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 WHISPER_VERSION = "20250625"  # openai-whisper sdist that ships whisper/assets/gpt2.tiktoken
@@ -38,6 +39,26 @@ GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33
 GPT2_ENCODER_JSON_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 ENDOFTEXT_ID = 50256
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The three cache entries tiktoken reads for GPT-2: URL and expected SHA-256 of each file."""
+
+    ranks_url: str = R50K_URL
+    ranks_sha256: str = R50K_SHA256
+    vocab_bpe_url: str = GPT2_VOCAB_BPE_URL
+    vocab_bpe_sha256: str = GPT2_VOCAB_BPE_SHA256
+    encoder_json_url: str = GPT2_ENCODER_JSON_URL
+    encoder_json_sha256: str = GPT2_ENCODER_JSON_SHA256
+    endoftext_id: int = ENDOFTEXT_ID
+
+    def entries(self) -> list[tuple[str, str]]:
+        return [(self.ranks_url, self.ranks_sha256), (self.vocab_bpe_url, self.vocab_bpe_sha256),
+                (self.encoder_json_url, self.encoder_json_sha256)]
+
+
+GPT2 = Targets()
 
 
 def tiktoken_cache_dir() -> Path:
@@ -126,7 +147,7 @@ def data_gym_files(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int]
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])[256:]:
         parts = [bytes([b]) for b in token]
         while len(parts) > 2:
-            best = min(((ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)))
+            best = min((ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1))
             if best[0] >= rank:
                 break
             parts[best[1]:best[1] + 2] = [parts[best[1]] + parts[best[1] + 1]]
@@ -155,20 +176,22 @@ def download_whisper_ranks(version: str = WHISPER_VERSION) -> bytes:
     raise FileNotFoundError(f"openai-whisper=={version} has no {WHISPER_MEMBER}: pin a version that ships it")
 
 
-def prime(cache_dir: Path | None = None, source: Path | None = None, verbose: bool = True) -> Path:
-    """Make ``get_encoding("r50k_base")`` and ``get_encoding("gpt2")`` work offline; return the cache folder."""
+def prime(cache_dir: Path | None = None, source: Path | None = None, verbose: bool = True,
+          targets: Targets = GPT2) -> Path:
+    """Make ``get_encoding("r50k_base")`` and ``get_encoding("gpt2")`` work offline; return the cache folder.
+
+    ``targets`` names the URLs and hashes (GPT-2's by default; tests pass their own for a tiny rank file).
+    """
     cache_dir = Path(cache_dir) if cache_dir is not None else tiktoken_cache_dir()
     say = print if verbose else (lambda *a, **k: None)
-    entries = [(R50K_URL, R50K_SHA256), (GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256),
-               (GPT2_ENCODER_JSON_URL, GPT2_ENCODER_JSON_SHA256)]
-    if all(is_cached(url, digest, cache_dir) for url, digest in entries):
+    if all(is_cached(url, digest, cache_dir) for url, digest in targets.entries()):
         say(f"GPT-2 ranks already primed in {cache_dir}")
         return cache_dir
     if source is not None:
         data = Path(source).read_bytes()
         say(f"using the local rank file {source}")
-    elif is_cached(R50K_URL, R50K_SHA256, cache_dir):
-        data = cache_path(R50K_URL, cache_dir).read_bytes()
+    elif is_cached(targets.ranks_url, targets.ranks_sha256, cache_dir):
+        data = cache_path(targets.ranks_url, cache_dir).read_bytes()
     else:
         say(f"fetching openai-whisper=={WHISPER_VERSION} (sdist, {WHISPER_MEMBER}) from the package index")
         try:
@@ -176,12 +199,14 @@ def prime(cache_dir: Path | None = None, source: Path | None = None, verbose: bo
         except (ConnectionError, OSError) as exc:
             raise RuntimeError(
                 f"cannot get GPT-2's ranks: {exc}. Either allow pip to reach PyPI, or pass a local copy of "
-                f"gpt2.tiktoken (sha256 {R50K_SHA256}) with `python -m insideout.gpt.gpt2_ranks --from FILE`"
+                f"gpt2.tiktoken (sha256 {targets.ranks_sha256}) with `python -m insideout.gpt.gpt2_ranks --from FILE`"
             ) from exc
-    install(data, R50K_URL, R50K_SHA256, cache_dir)  # checks the hash before writing
-    vocab_bpe, encoder_json = data_gym_files(parse_ranks(data), {"<|endoftext|>": ENDOFTEXT_ID})
-    install(vocab_bpe, GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256, cache_dir)
-    install(encoder_json, GPT2_ENCODER_JSON_URL, GPT2_ENCODER_JSON_SHA256, cache_dir)
+    if sha256(data) != targets.ranks_sha256:  # check before writing anything
+        raise ValueError(f"the rank file has SHA-256 {sha256(data)}, but tiktoken expects {targets.ranks_sha256}: "
+                         "it is not GPT-2's gpt2.tiktoken / r50k_base.tiktoken")
+    vocab_bpe, encoder_json = data_gym_files(parse_ranks(data), {"<|endoftext|>": targets.endoftext_id})
+    for blob, (url, digest) in zip((data, vocab_bpe, encoder_json), targets.entries(), strict=True):
+        install(blob, url, digest, cache_dir)
     say(f"primed tiktoken's cache in {cache_dir}: r50k_base.tiktoken, vocab.bpe, encoder.json (hashes checked)")
     return cache_dir
 

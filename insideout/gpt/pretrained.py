@@ -47,11 +47,12 @@ def load_course_model(preset: str | None = None, device: str | torch.device | No
     path = checkpoint_path(preset)
     reason = "no cached checkpoint" if not path.is_file() else _stale_reason(path, preset, tokenizer)
     if reason is not None:
-        print(f"training the {preset} course model ({reason} at {path}); this runs once, then it is cached")
+        print(f"training the {preset} course model ({reason}: {path.name} in the cache folder); "
+              f"this runs once, then it is cached")
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is the same as after a plain load
             train_course_model(preset, device=device, progress=False, verbose=False)
     else:
-        print(f"loaded the {preset} course model from {path}")
+        print(f"loaded the {preset} course model from the cache ({path.name})")
     model, _ = load_model(path, device=device)
     return model, tokenizer
 

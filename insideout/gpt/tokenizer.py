@@ -17,7 +17,7 @@ import tiktoken
 from insideout.gpt.bpe import BPE, ENDOFTEXT, GPT2_SPLIT_PATTERN, read_ranks
 
 COURSE_RANKS_FILE = "course_bpe.tiktoken"
-COURSE_VOCAB_SIZE = 2048  # documented size of the shipped vocabulary (chapter 01 measures why); checked on load
+COURSE_VOCAB_SIZE = 4096  # documented size of the shipped vocabulary (chapter 01 measures why); checked on load
 GPT2_FIX = "python -m insideout.gpt.gpt2_ranks"
 
 
@@ -91,10 +91,10 @@ def course_bpe() -> BPE:
     path = course_ranks_path()
     if not path.is_file():
         raise FileNotFoundError(f"the course vocabulary {path} is missing: reinstall the insideout package")
-    bpe = BPE(read_ranks(path), {ENDOFTEXT: COURSE_VOCAB_SIZE - 1}, GPT2_SPLIT_PATTERN)
-    if bpe.vocab_size != COURSE_VOCAB_SIZE:
-        raise ValueError(f"{path} holds {bpe.vocab_size - 1} ranks, expected {COURSE_VOCAB_SIZE - 1}")
-    return bpe
+    ranks = read_ranks(path)
+    if len(ranks) != COURSE_VOCAB_SIZE - 1:
+        raise ValueError(f"{path} holds {len(ranks)} ranks, expected {COURSE_VOCAB_SIZE - 1}: reinstall insideout")
+    return BPE(ranks, {ENDOFTEXT: len(ranks)}, GPT2_SPLIT_PATTERN)
 
 
 @lru_cache(maxsize=1)

@@ -166,14 +166,14 @@ def forward_backward(model: torch.nn.Module, rows: torch.Tensor, micro_steps: in
     """
     if rows.shape[0] % micro_steps:
         raise ValueError(f"{rows.shape[0]} rows cannot be split into {micro_steps} equal micro-batches")
-    total = torch.zeros((), device=rows.device)
+    total = None
     for i, chunk in enumerate(rows.chunk(micro_steps)):  # each (n / micro_steps, T+1)
         sync = no_sync is None or i == micro_steps - 1
         with nullcontext() if sync else no_sync():
             with autocast():
                 _, loss = model(chunk[:, :-1], chunk[:, 1:])
             (loss / micro_steps).backward()
-        total += loss.detach().float()
+        total = loss.detach() if total is None else total + loss.detach()  # in the loss's own dtype
     return total / micro_steps
 
 
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model: {mc}\ntraining: {tc}\ncheckpoint: {out}", flush=True)
         result = train(mc, tc, device=args.device, checkpoint_path=out, resume=resume, stop_at=args.stop_at,
                        progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: GPT-2 ranks missing offline
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if rank == 0:
