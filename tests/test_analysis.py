@@ -107,5 +107,9 @@ def test_position_similarity():
     assert position_similarity(same) == pytest.approx(1.0, abs=1e-12)
     orthogonal = torch.eye(4)[None]  # 4 positions, 4 orthogonal vectors
     assert position_similarity(orthogonal) == pytest.approx(0.0, abs=1e-12)
+    tiny = torch.randn(1, 6, 8, dtype=torch.float64)
+    assert position_similarity(tiny * 1e-80) == pytest.approx(position_similarity(tiny), abs=1e-12)
     with pytest.raises(ValueError, match="seq >= 2"):
         position_similarity(torch.ones(1, 1, 3))
+    with pytest.raises(ValueError, match="zero vector"):
+        position_similarity(torch.zeros(1, 3, 2))

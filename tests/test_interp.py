@@ -53,6 +53,17 @@ def test_cache_names_and_shapes():
     assert all_hooks_removed(model)
 
 
+def test_cache_of_attention_only_model():
+    model = small_model(mlp=False)
+    idx = torch.randint(0, 37, (1, 5), generator=torch.Generator().manual_seed(11))
+    _, cache = interp.run_with_cache(model, idx)
+    assert not any("mlp" in name for name in cache)  # the MLP's hook points never run
+    assert torch.equal(cache["blocks.1.hook_resid_mid"], cache["blocks.1.hook_resid_post"])
+    with pytest.raises(ValueError, match="never ran"):
+        interp.run_with_cache(model, idx, ["blocks.0.hook_mlp_out"])
+    assert all_hooks_removed(model)
+
+
 @pytest.mark.parametrize("position", ["learned", "alibi", "rope", "none"])
 def test_pattern_path_matches_sdpa(position):
     model = small_model(position=position)

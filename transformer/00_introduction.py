@@ -38,6 +38,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 
 # %%
 import os
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Hugging Face is used below for shapes only: never download
 
@@ -54,6 +55,7 @@ from insideout.gpt.presets import model_config
 from insideout.gpt.tokenizer import course_tokenizer
 from insideout.utils import setup
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm: no Jupyter widgets, plain bars
 preset, device = setup(seed=0)
 
 # %% [markdown]

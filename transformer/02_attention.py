@@ -145,7 +145,8 @@ sns.heatmap(A.numpy(), xticklabels=labels, yticklabels=labels, cmap="viridis", v
             cbar_kws={"label": "attention weight"})
 ax.set_xlabel("key: token attended to (j)")
 ax.set_ylabel("query: token attending (i)")
-ax.set_title("Causal attention weights on a line of Hamlet (random weights)")
+ax.set_title("Causal attention on a line of Hamlet (random weights)")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -264,8 +265,10 @@ plt.show()
 # %% [markdown]
 # The two curves start together at $d_k = 1$, where the scale is 1. With the scale, nothing depends on $d_k$: the
 # scores keep unit standard deviation, the rows keep the same entropy and the same largest weight. Without it, the
-# score spread grows like $\sqrt{d_k}$, the entropy collapses towards 0, the largest weight approaches 1, and the
-# Jacobian — the gradient's path into $W_Q$ and $W_K$ — shrinks. The check below pins these claims to the numbers.
+# score spread grows like $\sqrt{d_k}$, the entropy collapses towards 0 and the largest weight approaches 1. The
+# Jacobian — the gradient's path into $W_Q$ and $W_K$ — first grows a little (a moderately peaked row reacts more
+# to a change of its scores than a flat one) and then collapses as the rows saturate. With the scale it stays put.
+# The check below pins these claims to the numbers.
 
 # %%
 scaled = sweep[sweep["scores"] == "q.k / sqrt(d_k)"].set_index("d_k")
@@ -291,7 +294,7 @@ assert unscaled.loc[1024, "jacobian_norm"] < 0.5 * scaled.loc[1024, "jacobian_no
 #   softmax each row; average the values (then project with $W_O$). Built by hand on real tokens, it equals the
 #   library's written-out and fast paths and PyTorch's `scaled_dot_product_attention` to float64 rounding.
 # - Dividing by $\sqrt{d_k}$ keeps the scores at unit variance whatever the head width. Without it, the measured
-#   softmax saturates as $d_k$ grows — entropy near zero, one key taking almost all the weight — and its Jacobian,
-#   through which $W_Q$ and $W_K$ learn, shrinks.
+#   softmax saturates as $d_k$ grows — entropy near zero, one key taking almost all the weight — and for wide heads
+#   its Jacobian, through which $W_Q$ and $W_K$ learn, shrinks.
 #
 # Next, [multi-head attention](03_multi_head_attention.ipynb) runs several such heads side by side.

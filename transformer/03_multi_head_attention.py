@@ -161,12 +161,13 @@ assert max(diffs.values()) <= 1e-12, diffs
 fig, axes = plt.subplots(1, H, figsize=(16, 4.4), sharey=True)
 for n, ax in enumerate(axes):
     sns.heatmap(pattern[0, n].detach().numpy(), xticklabels=labels, yticklabels=labels, cmap="viridis", vmin=0,
-                vmax=1, square=True, cbar=n == H - 1, ax=ax)
+                vmax=1, square=True, cbar=False, ax=ax)
     ax.set_title(f"head {n}")
     ax.set_xlabel("key (attended to)")
 axes[0].set_ylabel("query (attending)")
 fig.suptitle("Four heads, four patterns on the same line (random weights)")
 fig.tight_layout()
+fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.8, label="attention weight")
 plt.show()
 
 # %% [markdown]
@@ -224,7 +225,8 @@ assert diff <= 1e-6
 # larger product, which the matrix kernels run more efficiently. We time both on this machine's CPU for inputs
 # from one token (one step of text generation) to a full training batch of the CPU preset (8 × 384 tokens). Each
 # timing is the fastest of many repetitions, alternating fused and separate, so that the two face the same
-# background load.
+# background load. We time on a single thread: with two, a call that needs both threads can wait for the operating
+# system to schedule the second one, which on a busy machine swamps the microseconds we want to measure.
 
 # %%
 # NBVAL_IGNORE_OUTPUT  (timings vary between runs and machines; the assertion below checks a margin)
@@ -240,6 +242,8 @@ def _timed(fn) -> float:
 
 token_counts = [1, 16, 128, 1024, 8 * 384]
 timings = {"fused": [], "separate": []}
+threads = torch.get_num_threads()
+torch.set_num_threads(1)
 with torch.no_grad():
     for n in token_counts:
         x = torch.randn(1, n, d)
@@ -250,6 +254,7 @@ with torch.no_grad():
             best["separate"] = min(best["separate"], fastest(lambda x=x: separate(x)))
         for name in timings:
             timings[name].append(best[name])
+torch.set_num_threads(threads)
 speedup = [s / f for s, f in zip(timings["separate"], timings["fused"], strict=True)]
 for n, f, s, r in zip(token_counts, timings["fused"], timings["separate"], speedup, strict=True):
     print(f"{n:>5} tokens: fused {f * 1e6:9.1f} us   separate {s * 1e6:9.1f} us   separate / fused = {r:.2f}")
@@ -263,7 +268,7 @@ ax1.set_xscale("log")
 ax1.set_yscale("log")
 ax1.set_xlabel("tokens in the input")
 ax1.set_ylabel("time per call (µs)")
-ax1.set_title("Q, K, V projection, d_model = 128")
+ax1.set_title("Q, K, V projection, d_model = 128, one thread")
 ax1.legend()
 ax2.plot(token_counts, speedup, marker="o", color="C2")
 ax2.axhline(1.0, color="gray", ls="--", lw=1)
@@ -276,14 +281,14 @@ plt.show()
 
 # %% [markdown]
 # For a single token the work is tiny and the fixed cost of each call dominates, so doing one call instead of three
-# pays the most. As the input grows, the multiply-adds dominate and the two converge, with the fused layer still at
-# least as fast. The check uses generous margins, because timings on a shared machine are noisy: fused must win
-# clearly for one token and must never be more than 20% slower.
+# pays the most. As the input grows, the multiply-adds dominate and the two converge to about the same time. The
+# check uses generous margins, because timings on a shared machine are noisy: for one token the fused projection
+# must be at least 1.5 times as fast, and at no size may it be more than 20% slower.
 
 # %%
 # NBVAL_IGNORE_OUTPUT  (the printed speed-ups vary from run to run; the assertions hold with margin)
 print(f"speed-up for 1 token: {speedup[0]:.2f}x; smallest speed-up over all sizes: {min(speedup):.2f}x")
-assert speedup[0] >= 1.3, f"for one token the fused projection should be clearly faster, got {speedup[0]:.2f}x"
+assert speedup[0] >= 1.5, f"for one token the fused projection should be clearly faster, got {speedup[0]:.2f}x"
 assert min(speedup) >= 0.8, f"the fused projection should never be much slower, got {min(speedup):.2f}x"
 
 # %% [markdown]

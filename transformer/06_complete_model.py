@@ -36,6 +36,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 # %%
 import math
 import os
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Hugging Face is used below with random weights: never download
 
@@ -51,6 +52,7 @@ from insideout.gpt.presets import model_config
 from insideout.gpt.tokenizer import course_tokenizer
 from insideout.utils import setup
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm: no Jupyter widgets, plain bars
 preset, device = setup(seed=0)
 
 # %% [markdown]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from insideout.gpt.model import GPT, GPTConfig
 
@@ -105,7 +104,11 @@ def position_similarity(x: torch.Tensor) -> float:
     """
     if x.dim() != 3 or x.shape[1] < 2:
         raise ValueError(f"position_similarity expects (batch, seq >= 2, d), got shape {tuple(x.shape)}")
-    u = F.normalize(x.double(), dim=-1)
+    x = x.double()
+    norms = x.norm(dim=-1, keepdim=True)  # (B, T, 1); no epsilon clamp, so tiny vectors keep their direction
+    if (norms == 0).any():
+        raise ValueError("position_similarity: a position holds the zero vector, whose direction is undefined")
+    u = x / norms
     cos = u @ u.transpose(1, 2)  # (B, T, T)
     T = x.shape[1]
     off_diagonal = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(-1)

@@ -125,8 +125,8 @@ def run_with_cache(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run the model once and record activations: ``(logits, {name: tensor})``.
 
-    ``names`` is None (every hook point and every ``blocks.{i}.attn.hook_result``), a list of names, or a
-    predicate on names. Caching an attention pattern switches that layer to the written-out attention path,
+    ``names`` is None (every hook point that runs, and every ``blocks.{i}.attn.hook_result``), a list of names,
+    or a predicate on names. Caching an attention pattern switches that layer to the written-out attention path,
     which agrees with SDPA to float rounding, not bit for bit; leave the patterns out when exactness matters.
     """
     points = hook_points(model)
@@ -150,7 +150,11 @@ def run_with_cache(
         logits, _ = model(idx)
         for layer, name in results.items():
             cache[name] = head_results(model, cache[f"blocks.{layer}.attn.hook_z"], layer)
-    return logits, {n: cache[n] for n in wanted}  # in the order asked for; helper-only z's dropped
+    silent = [n for n in wanted if n not in cache]
+    if silent and names is not None and not callable(names):
+        raise ValueError(f"hook point(s) {silent} exist but never ran in this model's forward pass "
+                         f"(an attention-only model, mlp=False, has no MLP output): leave them out")
+    return logits, {n: cache[n] for n in wanted if n in cache}  # in the order asked for; helper-only z's dropped
 
 
 # ---- logit lens ---------------------------------------------------------------------------------------------
