@@ -146,8 +146,9 @@ test-pytest: $(INSTALL_STAMP)
 test-notebooks: $(INSTALL_STAMP)
 	$(BIN)/python tools/check_notebooks.py check
 
+# `make test-nbval NOTEBOOKS=manual_calc/03_attention.ipynb` checks only the notebooks named.
 test-nbval: $(INSTALL_STAMP)
-	@notebooks="$$($(BIN)/python tools/check_notebooks.py list)"; \
+	@notebooks="$(if $(NOTEBOOKS),$(NOTEBOOKS),$$($(BIN)/python tools/check_notebooks.py list))"; \
 	test -n "$$notebooks" || { echo "error: _toc.yml lists no chapter notebooks" >&2; exit 1; }; \
 	echo "pytest --nbval over, in book order:" $$notebooks; \
 	$(BIN)/pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \

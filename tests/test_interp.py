@@ -283,3 +283,35 @@ def test_split_losses_selects_the_two_copies():
     first, repeat = split_losses(logits, tokens)
     assert first == pytest.approx(math.log(4))  # positions 0, 1 predict the new tokens 1, 2 uniformly
     assert repeat == pytest.approx(-torch.log_softmax(torch.tensor([0.0, 10.0, 0.0, 0.0]), 0)[1].item())
+
+
+class Copier(torch.nn.Module):
+    """A stand-in model that is a perfect induction head: it predicts the token after the previous occurrence."""
+
+    def __init__(self, vocab: int = 10):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=vocab, context_length=16, d_model=4, n_layer=1, n_head=1)
+        self.tok_emb = torch.nn.Embedding(vocab, 4)
+
+    def forward(self, idx):
+        logits = torch.zeros(*idx.shape, self.config.vocab_size)
+        targets = interp.induction_targets(idx)[:, -1]  # (B,)
+        for b, t in enumerate(targets.tolist()):
+            if t >= 0:
+                logits[b, -1, idx[b, t]] = 5.0
+        return logits, None
+
+
+def test_find_token_swaps_with_a_perfect_copier():
+    tokens = torch.tensor([1, 3, 7, 5, 6, 3, 7, 2, 4, 9, 4])
+    swaps = interp.find_token_swaps(Copier(), tokens, candidates=[7, 8, 9], window=6)
+    # after "1 3 7 5 6 3" the copier predicts 7; with the 7 swapped for 8 (or 9) it predicts the swap instead
+    assert [(s.position, s.answer, s.wrong) for s in swaps] == [(2, 7, 8), (2, 7, 9)]
+    first = swaps[0]
+    assert first.clean.tolist() == [[1, 3, 7, 5, 6, 3]] and first.corrupted.tolist() == [[1, 3, 8, 5, 6, 3]]
+    assert first.clean_diff == 5.0 and first.corrupted_diff == -5.0 and first.change == 10.0
+    assert interp.find_token_swaps(Copier(), tokens, candidates=[2, 8], window=6) == []  # 2 never seen before
+    with pytest.raises(ValueError, match="two candidate"):
+        interp.find_token_swaps(Copier(), tokens, candidates=[7], window=6)
+    with pytest.raises(ValueError, match="window"):
+        interp.find_token_swaps(Copier(), tokens, candidates=[7, 8], window=40)

@@ -50,7 +50,17 @@ def test_encoders_agree_on_the_validation_works():
     assert len(text) / len(ids) > 2.0  # merges learned on other plays still compress held-out text
 
 
-@settings(max_examples=300, deadline=None)
+def test_encoders_agree_on_every_code_point():
+    # the pre-tokenisation regex runs in Python's `regex` module and in tiktoken's Rust engine: their Unicode
+    # tables (what counts as a letter or a number) must agree on every character, alone and between letters
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]  # all but the surrogates
+    for text in ("".join(chars), " ".join(f"a{c}1{c} {c}" for c in chars[::7])):
+        ids = TOK.encode(text, disallowed_special=())
+        assert ids == PY.encode_ordinary(text)
+        assert TOK.decode(ids) == text
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.text())
 def test_round_trip_and_equal_ids_on_arbitrary_unicode(text):
     ids = TOK.encode(text, disallowed_special=())
@@ -58,7 +68,7 @@ def test_round_trip_and_equal_ids_on_arbitrary_unicode(text):
     assert TOK.decode(ids) == text == PY.decode(ids)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.one_of(st.text(max_size=20), st.just(ENDOFTEXT), st.sampled_from(["<|", "|>", "endoftext"])),
                 max_size=8))
 def test_special_token_only_when_allowed(pieces):

@@ -41,6 +41,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 
 # %%
 import time
+import warnings
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -53,6 +54,7 @@ import torch.nn.functional as F
 from insideout.gpt.bpe import ENDOFTEXT, GPT2_SPLIT_PATTERN, pretoken_counts, train_bpe
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig, alibi_bias, alibi_slopes, apply_rope, rope_cos_sin
+from insideout.gpt.presets import model_config
 from insideout.gpt.tokenizer import COURSE_VOCAB_SIZE, course_bpe, course_tokenizer, gpt2_tokenizer
 from insideout.utils import seed_everything, setup
 
@@ -209,8 +211,8 @@ assert train_seconds < 60, f"training the tokenizer took {train_seconds:.1f} s, 
 # %%
 print(f"vocabulary: {big.vocab_size:,} ids = 256 bytes + {len(big.merges):,} merges + special {big.special_tokens}")
 print("first 12 merges:", [(m.left + m.right).decode() for m in big.merges[:12]])
-longest = sorted(big.ranks, key=lambda t: (-len(t), big.ranks[t]))[:10]
-print("longest tokens: ", [t.decode() for t in longest])
+word_tokens = [t for t in big.ranks if t.strip().isalpha()]  # tokens that are (a space and) letters only
+print("longest words:  ", [t.decode() for t in sorted(word_tokens, key=lambda t: (-len(t), big.ranks[t]))[:8]])
 print("last 8 merges:  ", [(m.left + m.right).decode() for m in big.merges[-8:]])
 
 # %% [markdown]
@@ -303,16 +305,20 @@ for V, enc in encoders.items():
 chars_per_token = {V: len(val_text) / len(enc.encode_ordinary(val_text)) for V, enc in encoders.items()}
 for V in sizes:
     print(f"V = {V:5}: {chars_per_token[V]:.4f} characters per token, {len(train_ids[V]):,} training tokens")
+steps_up = [chars_per_token[b] / chars_per_token[a] for a, b in zip(sizes, sizes[1:], strict=False)]
+assert all(r > 1 for r in steps_up) and all(a > b for a, b in zip(steps_up, steps_up[1:], strict=False)), \
+    "expected every doubling to shorten the text, by less each time"
 
 # %% [markdown]
 # Each doubling still shortens the text, by less every time. Characters per token alone would always favour the
 # largest vocabulary; what matters is how well a model predicts the text.
 #
 # **Measurement 2: a small model's loss per character at equal compute.** For each size, train the same small GPT
-# (2 layers, $d_{\text{model}} = 64$, 4 heads, 64-token context, batch 16, AdamW at a fixed learning rate) from
-# the same seed and measure its cross-entropy on the first 100,000 characters of the validation plays. Loss per
-# token is not comparable across tokenizers (a token holds more text when $V$ is larger), so report nats per
-# **character**: the total loss over the predicted tokens divided by the characters they contain,
+# (2 layers, $d_{\text{model}} = 64$, 4 heads, 64-token context, batch 16, AdamW with a short warm-up and a
+# learning rate that decays linearly to zero, so that each run ends settled rather than mid-stride) from the same
+# seed, and measure its cross-entropy on the first 100,000 characters of the validation plays. Loss per token is not
+# comparable across tokenizers (a token holds more text when $V$ is larger), so report nats per **character**: the
+# total loss over the predicted tokens divided by the characters they contain,
 #
 # $$
 # \ell_{\text{char}} = \frac{\sum_t -\ln p(x_t \mid x_{<t})}{\sum_t \operatorname{len}(x_t)} .
@@ -321,14 +327,17 @@ for V in sizes:
 # "Same compute" means the same number of floating-point operations. Training costs about $6N$ operations per
 # token for a model whose matrix multiplications hold $N$ weights {cite}`kaplan2020scaling`; here
 # $N = N_{\text{blocks}} + d_{\text{model}} V$ (the transformer blocks plus the output layer; the embedding lookup
-# costs no multiplications). Each size gets $s_V = \operatorname{round}\bigl(300 \cdot N_{512} / N_V\bigr)$ steps:
-# 300 steps at $V = 512$, fewer for larger vocabularies. A model this small spends its time in overheads rather
-# than arithmetic, so it runs on one thread, which also makes its numbers independent of the machine's core count.
+# costs no multiplications). Each size gets $s_V = \operatorname{round}\bigl(300 \cdot N_{512} / N_V\bigr)$ steps of
+# the same batch: 300 steps at $V = 512$, fewer for larger vocabularies. A model this small spends its time in
+# overheads rather than arithmetic, so it runs on one thread, which also makes its numbers independent of the
+# machine's core count.
 #
-# **The rule, fixed before looking at the result: choose the size with the lowest validation loss per character.**
+# **The rule, fixed before looking at the result.** Each doubling of $V$ doubles the embedding matrix and makes
+# every id rarer in the data. So: start at the smallest size and keep doubling while a doubling still lowers the
+# validation loss per character by at least 1%; the course uses the size where that stops.
 
 # %%
-CTX, BATCH, D_MODEL, N_LAYER, N_HEAD, BASE_STEPS, LR = 64, 16, 64, 2, 4, 300, 3e-3
+CTX, BATCH, D_MODEL, N_LAYER, N_HEAD, BASE_STEPS, LR, WARMUP = 64, 16, 64, 2, 4, 300, 3e-3, 10
 val_eval = val_text[:100_000]
 
 
@@ -348,6 +357,8 @@ def train_and_evaluate(V: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     data, gen = train_ids[V], torch.Generator().manual_seed(0)
     steps = round(BASE_STEPS * matmul_weights(512) / matmul_weights(V))
+    # learning-rate factor at step i: linear warm-up over WARMUP steps, then linear decay to 0 at the last step
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP) * (1 - i / steps))
     for _ in range(steps):
         starts = torch.randint(0, len(data) - CTX - 1, (BATCH,), generator=gen)
         x = torch.stack([data[s:s + CTX] for s in starts])  # (batch, ctx)
@@ -356,6 +367,7 @@ def train_and_evaluate(V: int) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        schedule.step()
     model.eval()
     ids = torch.tensor(encoders[V].encode_ordinary(val_eval))
     n = (len(ids) - 1) // CTX
@@ -377,17 +389,24 @@ for V, r in results.items():
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
 ax1.plot(sizes, [chars_per_token[V] for V in sizes], "o-")
-ax1.set(xscale="log", xticks=sizes, xticklabels=sizes, title="Compression on the validation plays",
-        xlabel="vocabulary size V (ids)", ylabel="characters per token")
+ax1.set(title="Compression on the validation plays", xlabel="vocabulary size V (ids)",
+        ylabel="characters per token")
 ax2.plot(sizes, [results[V]["nats_per_char"] for V in sizes], "o-", color="C1")
-ax2.set(xscale="log", xticks=sizes, xticklabels=sizes, title="Small GPT at equal compute",
-        xlabel="vocabulary size V (ids)", ylabel="validation loss (nats per character)")
+ax2.set(title="Small GPT at equal compute", xlabel="vocabulary size V (ids)",
+        ylabel="validation loss (nats per character)")
+for ax in (ax1, ax2):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(V) for V in sizes])
+    ax.minorticks_off()
 plt.tight_layout()
 plt.show()
 
 # %%
-chosen = min(sizes, key=lambda V: results[V]["nats_per_char"])
-print(f"rule: lowest validation loss per character -> V = {chosen} "
+gains = {V: 1 - results[2 * V]["nats_per_char"] / results[V]["nats_per_char"] for V in sizes[:-1]}
+for V, g in gains.items():
+    print(f"doubling {V:4} -> {2 * V:4}: loss per character {100 * g:.2f}% lower")
+chosen = next((V for V in sizes[:-1] if gains[V] < 0.01), sizes[-1])  # first size whose doubling gains < 1%
+print(f"rule: keep doubling while it gains at least 1% -> V = {chosen} "
       f"({results[chosen]['nats_per_char']:.4f} nats/char, {chars_per_token[chosen]:.4f} characters per token)")
 shipped = course_bpe()
 assert chosen == COURSE_VOCAB_SIZE == course_tokenizer().vocab_size, \
@@ -397,11 +416,11 @@ print(f"the shipped vocabulary (insideout/assets/course_bpe.tiktoken) is exactly
       "of this run: same tokens, same ranks")
 
 # %% [markdown]
-# With too small a vocabulary the model spends its steps on spelling; with too large a one, the output layer eats
-# the compute and most of the 8,192 rows see too few examples in a short run. The course's tokenizer is the
-# vocabulary of the chosen size, retrained here from scratch and compared with the shipped file bit for bit. It is
-# what `course_tokenizer()` loads, and every later chapter uses it. A larger model trained longer would move the
-# optimum up; GPT-2's 124-million-parameter model used 50,257 ids {cite}`radford2019language`.
+# At equal compute, larger vocabularies win, by less at every doubling: the shorter sequences pay for the bigger
+# output layer, until the last doubling buys almost nothing. The course's tokenizer is the vocabulary of the chosen
+# size, retrained here from scratch and compared with the shipped file bit for bit. It is what `course_tokenizer()`
+# loads, and every later chapter uses it. A larger model trained for longer would move the point of diminishing
+# returns up; GPT-2 used 50,257 ids {cite}`radford2019language`.
 #
 # ## GPT-2's tokenizer on the same text
 #
@@ -423,11 +442,21 @@ if gpt2 is not None:
     gpt2_cpt = len(val_text) / len(gpt2.encode(val_text))
     print(f"characters per token on the validation plays: course {chars_per_token[COURSE_VOCAB_SIZE]:.4f} "
           f"with {course.vocab_size:,} ids, GPT-2 {gpt2_cpt:.4f} with {gpt2.vocab_size:,} ids")
+    print(f"GPT-2's sequences are {100 * (1 - chars_per_token[COURSE_VOCAB_SIZE] / gpt2_cpt):.1f}% shorter, "
+          f"with {gpt2.vocab_size / course.vocab_size:.1f} times as many ids")
+    with warnings.catch_warnings():  # model_config imports the data pipeline, whose tqdm asks for Jupyter widgets
+        warnings.simplefilter("ignore")
+        cpu = model_config("cpu")  # the course's CPU model (chapter 07)
+    blocks = GPT(cpu).num_parameters(non_embedding=True)
+    print(f"at the CPU model's width {cpu.d_model}, an output layer for GPT-2's ids holds "
+          f"{cpu.d_model * gpt2.vocab_size:,} weights, {cpu.d_model * gpt2.vocab_size / blocks:.1f} times the "
+          f"{blocks:,} of its transformer blocks (ours: {cpu.d_model * course.vocab_size / blocks:.2f} times)")
     assert gpt2.decode(gpt2.encode(val_text)) == val_text
 
 # %% [markdown]
-# GPT-2's vocabulary was learned on modern web text. On Shakespeare, a vocabulary trained on Shakespeare itself
-# compresses almost as well with a small fraction of the ids, and a small model can afford its output layer.
+# GPT-2's far larger vocabulary, learned on modern web text, still cuts the plays into somewhat fewer tokens. But
+# its output layer would dwarf the rest of our CPU model (last line above), which is the trade-off the measurement
+# above priced.
 #
 # ## Token embeddings
 #
@@ -590,7 +619,8 @@ plt.show()
 #   and again; pre-tokenisation keeps merges inside words. Any string encodes, and decoding gives it back.
 # - The library trains the course vocabulary on the training works in seconds, and its pure-Python encoder and
 #   `tiktoken` give identical ids on the held-out plays.
-# - The vocabulary size was chosen by a measurement at equal compute (lowest validation loss per character), and
+# - The vocabulary size was chosen by a measurement at equal compute (keep doubling while the validation loss per
+#   character drops by at least 1%), and
 #   the shipped vocabulary is reproduced here bit for bit.
 # - Embeddings are row lookups. Positions enter as learned vectors added to them (GPT-2), as a fixed linear
 #   distance penalty on the scores (ALiBi), or as rotations of queries and keys (RoPE), whose scores depend only on

@@ -84,7 +84,8 @@ print(f"T = {T} tokens:", labels)
 # positions out (`position="none"`; chapter 01 covers them) so that $X$ is just the token embeddings.
 #
 # An untrained GPT-2 starts with weights of standard deviation 0.02, which makes every score nearly zero and every
-# attention row nearly uniform — correct, but nothing to look at. So we draw the weights at "unit scale" instead:
+# attention row nearly uniform — correct, but nothing to look at (the cell measures how far the weights of this
+# line are from uniform with that initialisation). So we draw the weights at "unit scale" instead:
 # embeddings with entries $\mathcal{N}(0, 1)$ and projections with entries $\mathcal{N}(0, 1/d_{\text{model}})$,
 # which gives queries and keys whose entries have variance about 1. This is also the assumption of the
 # $1/\sqrt{d_k}$ argument below.
@@ -95,6 +96,13 @@ config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, d_model=d
                    position="none", attn_impl="manual")
 gpt = GPT(config).eval()
 attn = gpt.blocks[0].attn
+seen = {}
+hook = attn.hook_pattern.register_forward_hook(lambda module, inputs, output: seen.__setitem__("A", output[0, 0]))
+with torch.no_grad():
+    gpt(ids[None])  # GPT-2's initialisation: weights N(0, 0.02^2)
+hook.remove()
+uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]  # row i: 1/(i+1) on the first i+1 keys
+print(f"GPT-2 init: largest |attention weight - uniform weight| = {(seen['A'] - uniform).abs().max().item():.4f}")
 with torch.no_grad():
     gpt.tok_emb.weight.normal_(0.0, 1.0)
     attn.qkv.weight.normal_(0.0, 1 / math.sqrt(d_model))

@@ -229,7 +229,8 @@ assert diff <= 1e-6
 # system to schedule the second one, which on a busy machine swamps the microseconds we want to measure.
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (timings vary between runs and machines; the assertion below checks a margin)
+# NBVAL_IGNORE_OUTPUT
+# (timings vary between runs and machines; the assertion below checks a margin)
 def fastest(fn, repeats: int = 40) -> float:
     return min(_timed(fn) for _ in range(repeats))
 
@@ -260,7 +261,8 @@ for n, f, s, r in zip(token_counts, timings["fused"], timings["separate"], speed
     print(f"{n:>5} tokens: fused {f * 1e6:9.1f} us   separate {s * 1e6:9.1f} us   separate / fused = {r:.2f}")
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (plot of the timings above)
+# NBVAL_IGNORE_OUTPUT
+# (plot of the timings above)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
 for name, values in timings.items():
     ax1.plot(token_counts, [t * 1e6 for t in values], marker="o", label=name)
@@ -286,7 +288,8 @@ plt.show()
 # must be at least 1.5 times as fast, and at no size may it be more than 20% slower.
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (the printed speed-ups vary from run to run; the assertions hold with margin)
+# NBVAL_IGNORE_OUTPUT
+# (the printed speed-ups vary from run to run; the assertions hold with margin)
 print(f"speed-up for 1 token: {speedup[0]:.2f}x; smallest speed-up over all sizes: {min(speedup):.2f}x")
 assert speedup[0] >= 1.5, f"for one token the fused projection should be clearly faster, got {speedup[0]:.2f}x"
 assert min(speedup) >= 0.8, f"the fused projection should never be much slower, got {min(speedup):.2f}x"

@@ -155,8 +155,9 @@ assert zero_grad_share["gelu"] == 0.0 and zero_grad_share["relu"] > 0.4
 
 # %% [markdown]
 # About half of the ReLU units are switched off for any given token (their pre-activation is negative), and they
-# pass no gradient for it; with GELU every unit passes some. This is one reason GELU is the usual choice in
-# transformers; chapter 11 compares the activations (`GPTConfig(activation=...)`) by training.
+# pass no gradient for it; with GELU every unit passes some. What that means for learning is a question for
+# training runs: the ablation chapter planned after Part 2's core compares the activations
+# (`GPTConfig(activation=...)`) by their loss curves.
 #
 # ## The library's FFN, by hand
 #

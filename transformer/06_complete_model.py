@@ -187,8 +187,8 @@ print("growth from block 1 to block 12:", {k: round(v, 3) for k, v in growth.ite
 assert growth["not scaled"] > 2 * growth["scaled by 1/sqrt(2L)"], "scaling should slow the growth of the stream"
 
 # %% [markdown]
-# With the scaling, the stream grows slowly over the twelve blocks; without it, each block adds a term as large as
-# the embeddings themselves and the stream grows several times faster. A consequence of the small initial weights:
+# With the scaling, the stream grows slowly over the twelve blocks; without it, it starts larger and grows much
+# faster (the growth factors are printed above). A consequence of the small initial weights:
 # the untrained model's predictions are nearly uniform, so its loss on real text is close to $\ln V$:
 
 # %%
@@ -300,7 +300,7 @@ assert abs(hand_loss_after - torch_loss_after) <= 1e-12 and hand_loss_after < ha
 # %% [markdown]
 # ## Test 2: GPT-2's weights
 #
-# Hugging Face's `transformers` library implements GPT-2 exactly as OpenAI released it. Its
+# Hugging Face's `transformers` library is the reference implementation that loads OpenAI's released GPT-2. Its
 # `GPT2LMHeadModel` names tensors differently (`transformer.h.0.attn.c_attn.weight` for our
 # `blocks.0.attn.qkv.weight`) and stores its linear layers as `Conv1D` modules, whose weights are the transpose of
 # `nn.Linear`'s. `GPT.load_gpt2_state_dict` renames and transposes. To test it without downloading anything, we
@@ -331,8 +331,9 @@ print(f"logits std {hf_logits.std().item():.4f}; ours vs Hugging Face: max |diff
 assert gpt2_diff <= 1e-5, "loading GPT-2 weights should reproduce Hugging Face's logits"
 
 # %% [markdown]
-# Identical up to float32 rounding. The same function loads the real GPT-2 checkpoint when it is available (it is
-# not offline). A state dict that does not fit is refused with one error that names every problem — here one
+# Identical up to float32 rounding. The released GPT-2 checkpoints are state dicts of this same class, with the
+# same tensor names at larger sizes; they cannot be downloaded on the offline reference machine, so this book
+# never loads them. A state dict that does not fit is refused with one error that names every problem — here one
 # tensor is missing and another has the wrong shape:
 
 # %%

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,19 +161,25 @@ def data_gym_files(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int]
 
 
 def download_whisper_ranks(version: str = WHISPER_VERSION) -> bytes:
-    """Fetch the openai-whisper sdist with pip (no deps, nothing installed) and read its gpt2.tiktoken."""
+    """Fetch openai-whisper with pip (no dependencies, nothing installed) and read its gpt2.tiktoken."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               f"openai-whisper=={version}", "-d", tmp]
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", f"openai-whisper=={version}", "-d", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        archives = sorted(Path(tmp).glob("openai_whisper-*.tar.gz")) + sorted(Path(tmp).glob("openai-whisper-*.tar.gz"))
+        archives = sorted(p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".whl")))
         if result.returncode != 0 or not archives:
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ConnectionError(f"`{' '.join(cmd[2:])}` failed: {last[0]}")
-        with tarfile.open(archives[0], "r:gz") as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.endswith("/" + WHISPER_MEMBER):
-                    return tar.extractfile(member).read()
+            raise ConnectionError(f"`pip {' '.join(cmd[3:])}` failed: {last[0]}")
+        archive = archives[0]
+        if archive.name.endswith(".whl"):  # a wheel is a zip archive
+            with zipfile.ZipFile(archive) as wheel:
+                for name in wheel.namelist():
+                    if name == WHISPER_MEMBER:
+                        return wheel.read(name)
+        else:  # the sdist: openai_whisper-<version>/whisper/assets/gpt2.tiktoken; only that member is read
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar.getmembers():
+                    if member.isfile() and member.name.endswith("/" + WHISPER_MEMBER):
+                        return tar.extractfile(member).read()
     raise FileNotFoundError(f"openai-whisper=={version} has no {WHISPER_MEMBER}: pin a version that ships it")
 
 

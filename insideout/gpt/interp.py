@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -332,3 +333,76 @@ def patch_heads(
         for h in range(n_head):
             out[i, h] = patch(model, corrupted_idx, name, cache[name], (slice(None), pos, h), metric)
     return out
+
+
+@dataclass(frozen=True)
+class TokenSwap:
+    """A clean/corrupted prompt pair that differs in one token, found by :func:`find_token_swaps`."""
+
+    clean: torch.Tensor  # (1, T) token ids; the true next token ``answer`` already occurred at ``position``
+    corrupted: torch.Tensor  # (1, T) the same ids with ``answer`` at ``position`` replaced by ``wrong``
+    position: int  # where the two prompts differ
+    answer: int  # the clean run's top prediction for the next token
+    wrong: int  # the corrupted run's top prediction for the next token
+    clean_diff: float  # logit[answer] - logit[wrong] at the last position, clean run
+    corrupted_diff: float  # the same on the corrupted run
+
+    @property
+    def change(self) -> float:
+        return self.clean_diff - self.corrupted_diff
+
+
+def _last_logits(model: GPT, windows: torch.Tensor, batch: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(windows[i:i + batch])[0][:, -1] for i in range(0, len(windows), batch)])
+
+
+def find_token_swaps(
+    model: GPT, tokens: torch.Tensor, candidates: Iterable[int], window: int, batch: int = 64,
+) -> list[TokenSwap]:
+    """Search a token stream for prompts whose prediction flips when one earlier token is swapped.
+
+    Every prompt is the ``window`` tokens before a candidate token A that already occurs exactly once inside the
+    prompt. Kept: prompts where the model predicts A (top-1); then, for each other candidate B absent from the
+    prompt, the earlier A is replaced by B and the pair is kept when the model now predicts B. Returned sorted by
+    how much the logit difference A - B changes, largest first.
+    """
+    tokens = torch.as_tensor(tokens).flatten().cpu()
+    cand = torch.tensor(sorted({int(c) for c in candidates}), dtype=torch.long)
+    if len(cand) < 2:
+        raise ValueError("find_token_swaps needs at least two candidate tokens to swap between")
+    if not 1 < window <= model.config.context_length:
+        raise ValueError(f"window={window}: must lie in [2, context_length={model.config.context_length}]")
+    device = model.tok_emb.weight.device
+    starts, swaps = [], []
+    for t in range(window, len(tokens)):
+        prompt = tokens[t - window:t]
+        hits = (prompt == tokens[t]).nonzero().flatten()
+        if torch.isin(tokens[t], cand) and len(hits) == 1:
+            starts.append(t - window)
+            swaps.append(int(hits[0]))
+    if not starts:
+        return []
+    clean = torch.stack([tokens[s:s + window] for s in starts])  # (N, window)
+    answers = torch.stack([tokens[s + window] for s in starts])  # (N,)
+    logits = _last_logits(model, clean.to(device), batch).cpu()
+    keep = (logits.argmax(-1) == answers).nonzero().flatten().tolist()
+    trials = []  # (clean row, swap position, answer, wrong)
+    for i in keep:
+        for b in cand.tolist():
+            if b != int(answers[i]) and not bool((clean[i] == b).any()):
+                trials.append((i, swaps[i], int(answers[i]), b))
+    if not trials:
+        return []
+    corrupted = clean[[t[0] for t in trials]].clone()
+    corrupted[torch.arange(len(trials)), [t[1] for t in trials]] = torch.tensor([t[3] for t in trials])
+    corrupted_logits = _last_logits(model, corrupted.to(device), batch).cpu().double()
+    found = []
+    for k, (i, pos, a, b) in enumerate(trials):
+        if int(corrupted_logits[k].argmax()) != b:
+            continue
+        clean_diff = (logits[i, a].double() - logits[i, b].double()).item()
+        corrupted_diff = (corrupted_logits[k, a] - corrupted_logits[k, b]).item()
+        found.append(TokenSwap(clean[i:i + 1].to(device), corrupted[k:k + 1].to(device), pos, a, b,
+                               clean_diff, corrupted_diff))
+    return sorted(found, key=lambda swap: -swap.change)

