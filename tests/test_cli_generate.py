@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from insideout.gpt.checkpoint import save_checkpoint
-from insideout.gpt.generate import generate, main
+from insideout.gpt.generate import SEPARATOR, generate, main
 from insideout.gpt.model import GPT, GPTConfig
 from insideout.gpt.tokenizer import course_tokenizer
 from insideout.gpt.train import tokenizer_info
@@ -46,8 +46,8 @@ def test_greedy_continuations_match_the_library(tiny_checkpoint):
         new = generate(model, torch.tensor([ids]), 12, greedy=True)[0, len(ids):].tolist()
         if tokenizer.eot_id in new:
             new = new[: new.index(tokenizer.eot_id)]
-        expected.append(tokenizer.decode(new) + "\n")
-    assert result.stdout == "".join(text + "\n" for text in expected)
+        expected.append(prompt + tokenizer.decode(new))
+    assert result.stdout == "".join(f"{text}\n{SEPARATOR}\n" for text in expected)
 
 
 def run_main(argv: list[str], stdin: str, monkeypatch, capsys) -> tuple[int, str, str]:
@@ -69,7 +69,7 @@ def test_sampling_is_reproducible_with_a_seed(tiny_checkpoint, monkeypatch, caps
     assert b[0] == c[0] == 0
     assert a.stdout == b[1]
     assert a.stdout != c[1]
-    assert a.stdout.count("\n\n") == 2  # two continuations, each followed by an empty line
+    assert a.stdout.count(SEPARATOR) == 2 and a.stdout.startswith("Hamlet")  # two texts, each with its prompt
 
 
 def test_a_prompt_longer_than_the_context_is_refused_and_the_loop_goes_on(tiny_checkpoint, monkeypatch, capsys,
@@ -79,7 +79,7 @@ def test_a_prompt_longer_than_the_context_is_refused_and_the_loop_goes_on(tiny_c
                                 f"{long_prompt}\nshort\n", monkeypatch, capsys)
     assert status == 1
     assert "longer than the model's context_length=32" in err
-    assert out.count("\n\n") == 1  # the second prompt was still answered
+    assert out.count(SEPARATOR) == 1 and out.startswith("short")  # the second prompt was still answered
 
 
 def test_missing_and_corrupt_checkpoints_give_a_readable_error(tmp_path, monkeypatch, capsys):
@@ -119,7 +119,7 @@ def test_bad_options_are_refused_before_loading(flags, message, capsys):
 def test_greedy_accepts_temperature_zero(tiny_checkpoint, monkeypatch, capsys, restore_torch_state):
     status, out, _ = run_main(["--checkpoint", str(tiny_checkpoint[0]), "--greedy", "--temperature", "0",
                                "--max-new-tokens", "3"], "abc\n", monkeypatch, capsys)
-    assert status == 0 and out.endswith("\n\n")
+    assert status == 0 and out.startswith("abc") and out.endswith(f"\n{SEPARATOR}\n")
 
 
 def test_bad_flag_types_exit_with_usage(capsys):

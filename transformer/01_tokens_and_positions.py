@@ -74,6 +74,9 @@ raw = sample.encode("utf-8")
 print(f"{len(sample)} characters -> {len(raw)} bytes")
 for ch in sample[-6:]:
     print(f"{ch!r:6} -> bytes {list(ch.encode('utf-8'))}")
+corpus_is_ascii = all(w.text.isascii() for w in shakespeare_works())
+print("the corpus is plain ASCII (one byte per character):", corpus_is_ascii)
+assert corpus_is_ascii
 
 # %% [markdown]
 # A byte-level model would need one step per byte. Our corpus is plain ASCII, so that is one step per character, and
@@ -198,7 +201,7 @@ print("most common:", pre.most_common(12))
 # One training run to the largest size we will consider, 8,192 ids, gives every smaller vocabulary too: merges are
 # learned in sequence, so the vocabulary of size $V$ is simply the first $V - 257$ merges (plus bytes and the special
 # token). The time varies from machine to machine, so the next cell's output is not compared when the book is
-# checked; the claim "under a minute" is asserted with a margin.
+# checked; the claim that it takes under a minute is asserted.
 
 # %%
 # NBVAL_IGNORE_OUTPUT  (wall-clock time varies)
@@ -328,9 +331,9 @@ assert all(r > 1 for r in steps_up) and all(a > b for a, b in zip(steps_up, step
 # token for a model whose matrix multiplications hold $N$ weights {cite}`kaplan2020scaling`; here
 # $N = N_{\text{blocks}} + d_{\text{model}} V$ (the transformer blocks plus the output layer; the embedding lookup
 # costs no multiplications). Each size gets $s_V = \operatorname{round}\bigl(300 \cdot N_{512} / N_V\bigr)$ steps of
-# the same batch: 300 steps at $V = 512$, fewer for larger vocabularies. A model this small spends its time in
-# overheads rather than arithmetic, so it runs on one thread, which also makes its numbers independent of the
-# machine's core count.
+# the same batch: 300 steps at $V = 512$, fewer for larger vocabularies. The runs use one thread, so their numbers
+# do not depend on the machine's core count (the thread count changes the order in which floating-point sums are
+# added, and with it the last bits).
 #
 # **The rule, fixed before looking at the result.** Each doubling of $V$ doubles the embedding matrix and makes
 # every id rarer in the data. So: start at the smallest size and keep doubling while a doubling still lowers the

@@ -35,6 +35,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 
 # %%
 import math
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import torch
@@ -75,8 +76,11 @@ def label(i: int) -> str:
 
 
 top = torch.topk(p, 10)
-for rank, (prob, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
+for rank, (prob, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True), 1):
     print(f"{rank:>2}. {label(i):<14} p = {prob:.4f}")
+actual = tokenizer.encode(hamlet[start: start + 120])[len(ids)]  # what Shakespeare wrote next
+print(f"Shakespeare's next token: {label(actual)}, which the model ranks "
+      f"#{int((p > p[actual]).sum()) + 1} with p = {p[actual].item():.4f}")
 
 # %% [markdown]
 # ## Greedy decoding
@@ -164,15 +168,15 @@ ax.axhline(math.log(V), color="grey", ls="--", lw=1, label=f"uniform: ln V = {ma
 ax.axvline(1.0, color="grey", lw=0.6)
 ax.set(title="Temperature controls the entropy of the sampling distribution", xlabel="temperature T",
        ylabel="entropy H (nats)")
-ax.legend()
+ax.legend(loc="center right")
 plt.show()
 
 # %% [markdown]
 # The entropy rises with $T$ everywhere, from near 0 (greedy) towards $\ln V$ (uniform). Checked:
 
 # %%
-assert all(a <= b + 1e-12 for a, b in zip(H_passage, H_passage[1:])), "entropy must not fall as T rises"
-assert all(a <= b + 1e-12 for a, b in zip(H_prompt, H_prompt[1:])), "entropy must not fall as T rises"
+assert all(a <= b + 1e-12 for a, b in pairwise(H_passage)), "entropy must not fall as T rises"
+assert all(a <= b + 1e-12 for a, b in pairwise(H_prompt)), "entropy must not fall as T rises"
 cold = next_token_distribution(z, temperature=0.01)
 print(f"T = 0.01: argmax probability {cold.max().item():.6f}, same argmax as greedy: "
       f"{cold.argmax().item() == z.argmax().item()}")
@@ -247,9 +251,14 @@ ax.set(title="Top-p (p = 0.9) adapts its size to the model's uncertainty", xlabe
        ylabel="positions of the passage")
 plt.show()
 
+# %%
+spread = nucleus_sizes.max().item() / nucleus_sizes.min().item()
+print(f"largest nucleus / smallest nucleus = {spread:.1f}")
+assert spread >= 10, "along real text the nucleus size should vary by an order of magnitude"
+
 # %% [markdown]
-# The nucleus is a handful of tokens where the text is predictable and hundreds where it is not — the adaptivity
-# a fixed $k$ lacks.
+# The nucleus is small where the text is predictable and large where it is not — the adaptivity a fixed $k$
+# lacks. (Our small model is unsure at most positions, so most nuclei are large; a stronger model's are smaller.)
 #
 # ## The trusted reference
 #
@@ -296,12 +305,12 @@ methods = {
 }
 shown = torch.topk(p, 20).indices
 fig, axes = plt.subplots(len(methods), 1, figsize=(10, 2.0 * len(methods)), sharex=True)
-for ax, (name, kwargs) in zip(axes, methods.items()):
+for ax, (name, kwargs) in zip(axes, methods.items(), strict=True):
     q = next_token_distribution(z, **kwargs).double()
     ax.bar(range(20), q[shown].cpu().numpy(), color="C0")
     ax.set_ylabel("probability")
-    ax.set_title(f"{name}: {int((q > 0).sum())} tokens possible, entropy {-(q[q > 0] * q[q > 0].log()).sum():.3f}"
-                 " nats", fontsize=10)
+    H = (-(q[q > 0] * q[q > 0].log()).sum()).clamp_min(0).item()  # clamp: a one-hot gives -0.0
+    ax.set_title(f"{name}: tokens possible {int((q > 0).sum())}, entropy {H:.3f} nats", fontsize=10)
 axes[-1].set_xticks(range(20), [label(i) for i in shown.tolist()], rotation=60)
 axes[-1].set_xlabel("the 20 most likely next tokens (model at T = 1), most likely first")
 fig.suptitle("Next-token distributions after the Hamlet prompt, by decoding method", y=1.0)
@@ -332,6 +341,25 @@ for name, kwargs in methods.items():
     samples[name] = generate(model, prompt.repeat(4, 1), 120, generator=g, **kwargs)  # (4, P + 120)
     stats[name] = evaluate(samples[name])
     print(f"{name:<26} repeated 4-grams {stats[name][0]:.3f} | mean log p per token {stats[name][1]:.3f}")
+
+# %% [markdown]
+# Greedy decoding is the most repetitive, by far: once a phrase has become likely, repeating it makes it likelier
+# still, and the argmax never escapes the loop. Sampling at $T = 1$ almost never repeats a 4-gram
+# but wanders into low-probability text (its mean log-probability is low); raising $T$ makes that worse, and
+# lowering $T$, a small $k$ or a combination trade some repetition for more likely text. This is the behaviour
+# {cite}`holtzman2020curious` call *degeneration* and that top-p was designed against.
+
+# %%
+assert stats["greedy"][0] > 5 * max(stats["model (T = 1)"][0], stats["top-p, p = 0.9"][0], 0.01), \
+    "greedy text should repeat itself far more than sampled text"
+assert stats["T = 1.5"][1] < stats["model (T = 1)"][1] < stats["T = 0.7"][1], \
+    "lower temperature should give text the model finds more likely"
+print("greedy repeats more than sampling; temperature orders the log-probability of the text")
+
+# %% [markdown]
+# The texts themselves (the first of the 4 samples per method). Keep your expectations modest: this is the small
+# CPU-preset model (its parameter count is printed at the top), trained for a few minutes; it has learned the look
+# of a play — speaker names, stage directions in brackets, short lines — more than its sense.
 
 # %%
 for name in methods:

@@ -93,11 +93,12 @@ def keys_and_values(ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]
 
 
 long_run, short_run = keys_and_values(passage), keys_and_values(passage[:, :t])
-for layer, ((k_long, v_long), (k_short, v_short)) in enumerate(zip(long_run, short_run)):
+for layer, ((k_long, v_long), (k_short, v_short)) in enumerate(zip(long_run, short_run, strict=True)):
     dk = (k_long[:t] - k_short).abs().max().item()
     dv = (v_long[:t] - v_short).abs().max().item()
     print(f"layer {layer}: first {t} of {T} positions, max |Δk| = {dk:.1e}, max |Δv| = {dv:.1e}")
-past_change = max((a[:t] - b).abs().max().item() for run in zip(long_run, short_run) for a, b in zip(*run))
+past_change = max((a[:t] - b).abs().max().item() for run in zip(long_run, short_run, strict=True)
+                  for a, b in zip(*run, strict=True))
 assert past_change < 1e-5, f"earlier keys/values changed by {past_change} when tokens were appended"
 
 # %% [markdown]
@@ -307,7 +308,7 @@ def forward_time(n_tokens: int, repeats: int = 5) -> float:
 
 sizes = [1, 16, 64, 128, 256, cfg.context_length]
 forward_ms = [1e3 * forward_time(n) for n in sizes]
-for n, ms in zip(sizes, forward_ms):
+for n, ms in zip(sizes, forward_ms, strict=True):
     print(f"forward pass over {n:>3} tokens: {ms:6.2f} ms")
 
 # %% [markdown]

@@ -75,6 +75,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, optimize
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # readable like any other cached file
         os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
     finally:
         if tmp.exists():

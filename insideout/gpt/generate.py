@@ -201,6 +201,9 @@ def kv_cache_speedups(model: GPT, idx: torch.Tensor, lengths: list[int], *, repe
 # ---- the command line ------------------------------------------------------------------------------------
 
 
+SEPARATOR = "-" * 40  # printed after each text, so a reader (or a script) sees where one ends
+
+
 class CLIError(Exception):
     """A problem to report to the user in one readable line (no traceback)."""
 
@@ -208,8 +211,8 @@ class CLIError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m insideout generate",
-        description="Interactive text generation: reads one prompt per line from stdin and prints its "
-                    "continuation (up to the first end-of-text token) followed by an empty line; an empty line "
+        description="Interactive text generation: reads one prompt per line from stdin and prints it with "
+                    "its continuation (up to the first end-of-text token), then a line of dashes; an empty line "
                     "or the end of input stops. Type <|endoftext|> to start a new document. A prompt longer "
                     "than the model's context is refused (and the next one read); past the context the window "
                     "slides. Exit status: 0, or 1 if a prompt was refused or the model could not be loaded, "
@@ -316,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         eot = getattr(tokenizer, "eot_id", None)
         if eot in new:  # the model ended the document: show the text up to there
             new = new[: new.index(eot)]
-        print(tokenizer.decode(new) + "\n", flush=True)
+        print(prompt + tokenizer.decode(new), flush=True)
+        print(SEPARATOR, flush=True)
     return status
 
 

@@ -375,10 +375,11 @@ def find_token_swaps(
         raise ValueError(f"window={window}: must lie in [2, context_length={model.config.context_length}]")
     device = model.tok_emb.weight.device
     starts, swaps = [], []
-    for t in range(window, len(tokens)):
-        prompt = tokens[t - window:t]
-        hits = (prompt == tokens[t]).nonzero().flatten()
-        if torch.isin(tokens[t], cand) and len(hits) == 1:
+    for t in torch.isin(tokens, cand).nonzero().flatten().tolist():  # positions holding a candidate
+        if t < window:
+            continue
+        hits = (tokens[t - window:t] == tokens[t]).nonzero().flatten()
+        if len(hits) == 1:
             starts.append(t - window)
             swaps.append(int(hits[0]))
     if not starts:
