@@ -335,7 +335,7 @@ assert all(r > 1 for r in steps_up) and all(a > b for a, b in zip(steps_up, step
 # do not depend on the machine's core count (the thread count changes the order in which floating-point sums are
 # added, and with it the last bits).
 #
-# **The rule, fixed before looking at the result.** Each doubling of $V$ doubles the embedding matrix and makes
+# **The rule.** Each doubling of $V$ doubles the embedding matrix and makes
 # every id rarer in the data. So: start at the smallest size and keep doubling while a doubling still lowers the
 # validation loss per character by at least 1%; the course uses the size where that stops.
 
