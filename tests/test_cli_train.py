@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import insideout
 from insideout.gpt.checkpoint import read_checkpoint
+from insideout.gpt.corpus import shakespeare_works
 
 TINY = ["--preset", "cpu", "--context-length", "32", "--d-model", "32", "--n-layer", "1", "--n-head", "2",
         "--batch-size", "2", "--max-steps", "4", "--warmup-steps", "1", "--eval-every", "2", "--eval-batches", "1",
@@ -24,14 +27,30 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300, env=env, cwd=cwd)
 
 
-def test_train_command_runs_and_resumes_exactly(tmp_path):
-    straight = run(*TINY, "--out", "straight", cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    assert "step     4 |" in straight.stdout and "done: step 4" in straight.stdout
+@pytest.fixture()
+def corpus(tmp_path):
+    """A small local JSON-lines corpus (slices of real plays): the command's --data path, and a fast start."""
+    path = tmp_path / "plays.jsonl"
+    path.write_text("".join(json.dumps({"text": w.text[5000:8000]}) + "\n" for w in shakespeare_works("train")[:8]))
+    return ["--data", str(path), "--validation-documents", "2"]
+
+
+def test_train_command_runs_and_resumes_exactly(tmp_path, corpus, capsys, monkeypatch):
+    from insideout.gpt.train import main
+
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        assert main([*TINY, *corpus, "--out", "straight"]) == 0  # in-process: the same code without a start-up
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "step     4 |" in out and "done: step 4" in out
     final = read_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
     assert final.step == 4 and final.model_config.d_model == 32 and final.meta["train_config"]["batch_size"] == 2
+    assert final.meta["train_config"]["dataset"].endswith("plays.jsonl")
 
-    half = run(*TINY, "--stop-at", "2", "--out", "half", cwd=tmp_path)
+    half = run(*TINY, *corpus, "--stop-at", "2", "--out", "half", cwd=tmp_path)
     assert half.returncode == 0, half.stderr[-3000:]
     assert read_checkpoint(tmp_path / "half" / "checkpoint.safetensors").step == 2
     resumed = run("--resume", "half", "--no-progress", cwd=tmp_path)
@@ -44,13 +63,24 @@ def test_train_command_runs_and_resumes_exactly(tmp_path):
 
 
 def test_train_command_errors(tmp_path):
-    bad = run("--preset", "tpu", cwd=tmp_path)
+    bad = run("--preset", "tpu", cwd=tmp_path)  # through `python -m insideout`: exit status and stderr
     assert bad.returncode == 2 and "unknown preset 'tpu'" in bad.stderr
-    missing = run("--resume", "nowhere.safetensors", cwd=tmp_path)
-    assert missing.returncode == 2 and "no checkpoint at nowhere.safetensors" in missing.stderr
-    mixed = run("--resume", "x.safetensors", "--lr", "0.1", cwd=tmp_path)
-    assert mixed.returncode == 2 and "drop --lr" in mixed.stderr
-    data = run(*TINY, "--data", "wikipedia", cwd=tmp_path)
-    assert data.returncode == 2 and "unknown data source 'wikipedia'" in data.stderr
-    steps = run(*TINY, "--max-steps", "0", cwd=tmp_path)
-    assert steps.returncode == 2 and "max_steps=0" in steps.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resume", "nowhere.safetensors"], "no checkpoint at nowhere.safetensors"),
+    (["--resume", "x.safetensors", "--lr", "0.1"], "drop --lr"),
+    ([*TINY, "--data", "wikipedia"], "unknown data source 'wikipedia'"),
+    ([*TINY, "--max-steps", "0"], "max_steps=0"),
+    ([*TINY, "--data", "missing.parquet"], "data file 'missing.parquet' does not exist"),
+])
+def test_train_command_error_messages(args, message, capsys, monkeypatch, tmp_path):
+    from insideout.gpt.train import main
+
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert message in capsys.readouterr().err

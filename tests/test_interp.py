@@ -97,6 +97,8 @@ def test_unknown_names_raise_and_leave_no_hooks():
         interp.run_with_cache(model, idx, ["blocks.0.hook_resid_pre", "blocks.9.hook_resid_pre"])
     with pytest.raises(ValueError, match="unknown hook name"):
         interp.run_with_hooks(model, idx, {"blocks.0.attn.hook_result": lambda a, n: None})  # derived, not hookable
+    with pytest.raises(ValueError, match="unknown hook name"):
+        interp.run_with_cache(model, idx, ["blocks.2.attn.hook_result"])  # the model has blocks 0 and 1
     assert all_hooks_removed(model)
 
 
@@ -304,14 +306,18 @@ class Copier(torch.nn.Module):
 
 def test_find_token_swaps_with_a_perfect_copier():
     tokens = torch.tensor([1, 3, 7, 5, 6, 3, 7, 2, 4, 9, 4])
-    swaps = interp.find_token_swaps(Copier(), tokens, candidates=[7, 8, 9], window=6)
-    # after "1 3 7 5 6 3" the copier predicts 7; with the 7 swapped for 8 (or 9) it predicts the swap instead
+    swaps = interp.find_token_swaps(Copier(), tokens, {7: [8, 9, 7]}, window=6, distances=[4])
+    # after "1 3 7 5 6 3" the copier predicts 7, the true next token; with the 7 swapped for 8 (or 9) it predicts
+    # the substitute instead. The 7 at index 6 gives the prompt "6 3 7 2 4 9", where the copier predicts nothing.
     assert [(s.position, s.answer, s.wrong) for s in swaps] == [(2, 7, 8), (2, 7, 9)]
     first = swaps[0]
     assert first.clean.tolist() == [[1, 3, 7, 5, 6, 3]] and first.corrupted.tolist() == [[1, 3, 8, 5, 6, 3]]
-    assert first.clean_diff == 5.0 and first.corrupted_diff == -5.0 and first.change == 10.0
-    assert interp.find_token_swaps(Copier(), tokens, candidates=[2, 8], window=6) == []  # 2 never seen before
-    with pytest.raises(ValueError, match="two candidate"):
-        interp.find_token_swaps(Copier(), tokens, candidates=[7], window=6)
+    assert first.clean_diff == 5.0 and first.corrupted_diff == -5.0 and first.margin == 5.0
+    assert interp.find_token_swaps(Copier(), tokens, {7: [8]}, window=6, distances=[3]) == []  # 7 not copied then
+    assert interp.find_token_swaps(Copier(), tokens, {2: [8]}, window=6, distances=[2]) == []
+    with pytest.raises(ValueError, match="substitutes is empty"):
+        interp.find_token_swaps(Copier(), tokens, {7: [7]}, window=6, distances=[4])
     with pytest.raises(ValueError, match="window"):
-        interp.find_token_swaps(Copier(), tokens, candidates=[7, 8], window=40)
+        interp.find_token_swaps(Copier(), tokens, {7: [8]}, window=40, distances=[4])
+    with pytest.raises(ValueError, match="distances"):
+        interp.find_token_swaps(Copier(), tokens, {7: [8]}, window=6, distances=[7])

@@ -24,7 +24,8 @@
 # 4. compute the cache's memory by formula and check it against the tensors, and
 # 5. measure the speed-up on this machine across generation lengths.
 #
-# The KV-cache is how every production transformer decodes; {cite}`pope2022efficiently` analyse its cost at scale.
+# Decoding with a KV-cache is the standard way transformers generate text; {cite}`pope2022efficiently` analyse its
+# memory and speed at the scale of the largest models.
 
 # %%
 import subprocess
@@ -291,7 +292,8 @@ print(f"GPT-3 ({gpt3_params:,} parameters), 1 sequence x 2048 tokens, 16-bit: ca
 # of how many tokens it processes:
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (wall-clock timings vary from run to run and machine to machine)
+# NBVAL_IGNORE_OUTPUT
+# (wall-clock timings vary from run to run and from machine to machine)
 import time
 
 
@@ -314,13 +316,14 @@ for n, ms in zip(sizes, forward_ms, strict=True):
     print(f"forward pass over {n:>3} tokens: {ms:6.2f} ms")
 
 # %% [markdown]
-# A cached step costs about one forward pass over a single token; an uncached step at length $t$ costs the
-# forward over $t$ tokens. Now the real thing: greedy generation of 32 to 256 new tokens after the prompt, with
+# A cached step does the work of a forward pass over one token (plus attention over the cache); an uncached step
+# at length $t$ does the work of a forward pass over $t$ tokens. Now the real thing: greedy generation of 32 to 256 new tokens after the prompt, with
 # and without the cache, best of 3 runs each (the library's `kv_cache_speedups`, the same function the benchmark
 # script `benchmarks/kv_cache.py` runs).
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (wall-clock timings vary from run to run and machine to machine)
+# NBVAL_IGNORE_OUTPUT
+# (wall-clock timings vary from run to run and from machine to machine)
 lengths = [32, 64, 128, 256]
 rows = kv_cache_speedups(model, prompt, lengths, repeats=3)
 for r in rows:

@@ -28,7 +28,6 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *spec], check=True)
 
 # %%
-import re
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -146,7 +145,7 @@ lens = interp.logit_lens(model, lens_cache)  # (L + 1, batch, T, vocab)
 assert torch.equal(lens[-1], lens_logits), "the lens of the last residual stream must be the model's logits"
 prob, rank = interp.next_token_stats(lens, passage)  # (L + 1, 1, T - 1) each
 rows = interp.residual_labels(model)
-cols = [f"{a} → {b}" for a, b in zip(labels(passage[0, :-1]), labels(passage[0, 1:]))]
+cols = [f"{a} → {b}" for a, b in zip(labels(passage[0, :-1]), labels(passage[0, 1:]), strict=True)]
 
 fig, axes = plt.subplots(2, 1, figsize=(15, 7.5), sharex=True)
 sns.heatmap(prob[:, 0].cpu(), ax=axes[0], cmap="viridis", vmin=0, vmax=1, yticklabels=rows,
@@ -190,7 +189,7 @@ top1 = (ranks == 1).double().mean(dim=1)
 median_rank = ranks.double().median(dim=1).values
 print(f"{ranks.shape[1]:,} positions from the validation plays")
 print(f"{'residual stream':>15s} {'loss (nats/token)':>18s} {'top-1 accuracy':>15s} {'median rank':>12s}")
-for name, c, a, m in zip(rows, ce.tolist(), top1.tolist(), median_rank.tolist()):
+for name, c, a, m in zip(rows, ce.tolist(), top1.tolist(), median_rank.tolist(), strict=True):
     print(f"{name:>15s} {c:18.4f} {a:15.4f} {m:12.1f}")
 print(f"the embedding's lens ranks the current token itself first at {self_top / windows.numel():.4f} of positions")
 
@@ -210,65 +209,87 @@ print("every block lowers the loss of the decoded residual stream")
 
 # %% [markdown]
 # The prediction is assembled gradually: each block moves the residual stream towards the answer by an amount we
-# can measure, and the final block does not start from scratch.
+# can measure, and the last block refines what the earlier ones built rather than starting from scratch.
 #
 # ## Attention maps
 #
 # A head's **attention pattern** is the matrix of softmax weights $A_{ij} = \mathrm{softmax}_j\big(q_i \cdot k_j /
 # \sqrt{d_h}\big)$, masked so that query position $i$ sees only keys $j \le i$
-# ([chapter 02](02_attention.ipynb)). Row $i$ says where position $i$ reads from. Here are all
-# heads on the first 24 tokens of the passage (read each map row by row: a bright cell at row $i$, column $j$ means
-# token $i$ reads token $j$).
+# ([chapter 02](02_attention.ipynb)). Row $i$ says where position $i$ reads from. Here are all heads on the first
+# 16 tokens of the passage; read each map row by row: a dark cell at row $i$, column $j$ means token $i$ reads
+# token $j$.
 
 # %%
-short = passage[:, :24]
+short = passage[:, :16]
 _, pcache = interp.run_with_cache(model, short, lambda n: n.endswith("hook_pattern"))
 tick = labels(short[0])
-fig, axes = plt.subplots(L, H, figsize=(4.2 * H, 4.2 * L))
+fig, axes = plt.subplots(L, H, figsize=(3.2 * H, 3.2 * L), sharex=True, sharey=True)
 for layer in range(L):
     pattern = pcache[f"blocks.{layer}.attn.hook_pattern"][0].cpu()  # (H, T, T)
+    assert torch.allclose(pattern.sum(-1), torch.ones(H, 16)) and (pattern.triu(1) == 0).all()
     for head in range(H):
         ax = axes[layer, head]
         sns.heatmap(pattern[head], ax=ax, cmap="Blues", vmin=0, vmax=1, square=True, cbar=False,
-                    xticklabels=tick, yticklabels=tick)
-        ax.set_title(f"layer {layer}, head {head}", fontsize=10)
-        ax.tick_params(labelsize=6)
-        ax.set_xlabel("key token (attended to)", fontsize=7)
-        ax.set_ylabel("query token", fontsize=7)
-fig.suptitle("Attention patterns of every head on a passage of Hamlet (row = query, column = key)", y=1.0)
-plt.tight_layout()
+                    xticklabels=tick if layer == L - 1 else False, yticklabels=tick if head == 0 else False)
+        ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+        ax.tick_params(labelsize=7)
+for ax in axes[-1]:
+    ax.set_xlabel("key token (read)")
+for ax in axes[:, 0]:
+    ax.set_ylabel("query token")
+fig.suptitle("Attention patterns of the course model on Hamlet (row = query, column = key; weights 0 to 1)")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Some maps have a recognisable shape: a bright line just below the diagonal (each token reads the one before it),
-# a bright first column (everything reads the first position, a common "resting place" when a head has nothing to
-# do), or a diffuse spread. To say which, we turn each shape into a number, measured over the eight validation
-# windows of 384 tokens: the **previous-token score** (mean attention from position $i$ to $i-1$), the
-# **first-token score** (mean attention to position 0) and the **mean distance** $\sum_j A_{ij}(i - j)$ in tokens.
+# Three numbers summarise the shape of a head, averaged over the eight 384-token validation windows: the
+# **previous-token score** (mean attention from position $i$ to $i-1$), the **focus** (mean over rows of the
+# largest weight in the row: 1 for a head that always reads a single token, $1/(i+1)$ at row $i$ for one that reads
+# everything equally), and the **mean distance** $\sum_j A_{ij}(i - j)$ in tokens. Each is printed next to the
+# value that uniform attention over the past would give.
 
 # %%
 _, vcache = interp.run_with_cache(model, windows, lambda n: n.endswith("hook_pattern"))
 patterns = [vcache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(L)]  # each (8, H, 384, 384)
-gap = (torch.arange(span)[:, None] - torch.arange(span)[None, :]).clamp(min=0).to(device)
+gap = (torch.arange(span)[:, None] - torch.arange(span)[None, :]).clamp(min=0).to(device)  # i - j
 prev_score = torch.stack([interp.previous_token_score(p) for p in patterns]).cpu()  # (L, H)
-first_score = torch.stack([p[..., 0].mean(dim=(0, 2)) for p in patterns]).cpu()
+focus = torch.stack([p.amax(-1).mean(dim=(0, 2)) for p in patterns]).cpu()
 distance = torch.stack([(p * gap).sum(-1).mean(dim=(0, 2)) for p in patterns]).cpu()
+positions = torch.arange(span, dtype=torch.float64)
+uniform = {"previous-token score": (1 / (positions[1:] + 1)).mean().item(),
+           "focus": (1 / (positions + 1)).mean().item(), "mean distance (tokens)": (positions / 2).mean().item()}
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-for ax, scores, title, fmt in zip(axes, (prev_score, first_score, distance),
-                                  ("previous-token score", "first-token score", "mean distance (tokens)"),
-                                  (".3f", ".3f", ".1f")):
+formats = (".3f", ".3f", ".1f")
+for ax, scores, (title, ref), fmt in zip(axes, (prev_score, focus, distance), uniform.items(), formats, strict=True):
     sns.heatmap(scores, ax=ax, annot=True, fmt=fmt, cmap="viridis", cbar=False)
-    ax.set_title(title)
+    ax.set_title(f"{title}\n(uniform attention: {ref:{fmt}})")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-plt.suptitle("What every head of the course model does, averaged over the validation windows", y=1.02)
-plt.tight_layout()
+plt.suptitle("What every head of the course model does, averaged over the validation windows", y=1.05)
 plt.show()
-best_prev = divmod(int(prev_score.argmax()), H)
-uniform_prev = (1 / torch.arange(2, span + 1, dtype=torch.float64)).mean().item()
-print(f"strongest previous-token head: layer {best_prev[0]}, head {best_prev[1]}, score "
-      f"{prev_score.max().item():.4f} (uniform attention over the past would score {uniform_prev:.4f})")
-assert prev_score.max() > 10 * uniform_prev, "expected a head that mostly reads the previous token"
+sharp = [(layer, head) for layer in range(L) for head in range(H) if prev_score[layer, head] > 0.5]
+print(f"previous-token score: best {prev_score.max():.4f}, uniform {uniform['previous-token score']:.4f}; "
+      f"heads above 0.5: {sharp}")
+print(f"focus: best {focus.max():.4f}, uniform {uniform['focus']:.4f}; mean distance: from {distance.min():.1f} to "
+      f"{distance.max():.1f} tokens, uniform {uniform['mean distance (tokens)']:.1f}")
+unit = torch.nn.functional.normalize(model.pos_emb.weight.detach(), dim=-1)  # (context, d_model)
+neighbours = (unit[1:] * unit[:-1]).sum(-1).mean().item()
+print(f"mean cosine similarity of the position embeddings of neighbouring positions: {neighbours:.4f}")
+if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model
+    assert prev_score.max() < 0.1, "expected no previous-token head in the CPU-preset model"
+    assert ((distance / uniform["mean distance (tokens)"] - 1).abs() < 0.1).all(), "expected near-uniform distances"
+    assert focus.max() > 5 * uniform["focus"], "expected at least one head focused by content"
+    assert abs(neighbours) < 0.1, "expected nearly unrelated neighbouring position embeddings"
+
+# %% [markdown]
+# Read the numbers before the pictures. In the CPU-preset model whose outputs are stored here (the asserts above
+# check each statement), no head is a previous-token head, every head's mean distance is within 10% of the
+# uniform value, and yet some heads are several times more focused than uniform: they pick the tokens they read by
+# *content*, not by position. The position embeddings fit this picture: neighbouring positions have almost
+# unrelated embeddings, as at initialisation, so nothing in them yet says that position 41 sits next to position
+# 42. A few minutes of training taught this model which words follow which, not yet where they sit; a longer run
+# (the `gpu` preset) is the remedy.
+# The next section shows what a head with crisp positional structure looks like, and how it forms.
 
 # %% [markdown]
 # ## Induction heads
@@ -393,6 +414,27 @@ assert ablated[best] > 10 * base_repeat + 0.5, "removing the best induction head
 assert ablated[0, best_prev_toy] > 10 * base_repeat + 0.5, "removing the previous-token head should break it too"
 
 # %% [markdown]
+# Here are the two heads of the circuit on one evaluation sequence. The previous-token head is a line just below the
+# diagonal. The induction head is a line in the lower-left block, offset by one from the first copy: each position
+# of the second copy reads the position right *after* the earlier occurrence of its token.
+
+# %%
+one = eval_tokens[:1]
+_, tcache = interp.run_with_cache(toy, one, lambda n: n.endswith("hook_pattern"))
+fig, axes = plt.subplots(1, 2, figsize=(13, 6))
+circuit = (((0, best_prev_toy), "previous-token head"), (best, "induction head"))
+for ax, ((layer, head), what) in zip(axes, circuit, strict=True):
+    sns.heatmap(tcache[f"blocks.{layer}.attn.hook_pattern"][0, head], ax=ax, cmap="Blues", vmin=0, vmax=1,
+                square=True, xticklabels=one[0].tolist(), yticklabels=one[0].tolist(),
+                cbar_kws={"label": "attention weight", "shrink": 0.7})
+    ax.set_title(f"toy model, layer {layer}, head {head}: {what}")
+    ax.set_xlabel("key token (read)")
+    ax.set_ylabel("query token")
+    ax.tick_params(labelsize=6)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ### Induction heads in the course model?
 #
 # The same test applies to any model: feed it random tokens repeated and score every head. The course model was
@@ -417,17 +459,196 @@ ax.set_xlabel("head")
 ax.set_ylabel("layer")
 plt.tight_layout()
 plt.show()
-rep_baseline = (1 / torch.arange(52, 102, dtype=torch.float64)).mean().item()
+rep_baseline = (1 / torch.arange(52, 102, dtype=torch.float64)).mean().item()  # queries 52..101 see 53..102 keys
 top = divmod(int(course_scores.argmax()), H)
+course_heads = [(layer, head) for layer in range(L) for head in range(H) if course_scores[layer, head] >= threshold]
 print(f"best head: layer {top[0]}, head {top[1]}, induction score {course_scores.max().item():.4f} "
-      f"(uniform attention: {rep_baseline:.4f})")
-print(f"heads scoring >= {threshold}: {[(l, h) for l in range(L) for h in range(H) if course_scores[l, h] >= threshold]}")
+      f"(uniform attention: {rep_baseline:.4f}); heads scoring >= {threshold}: {course_heads}")
 print(f"loss on the first copy {first_loss:.4f} nats/token, on the second copy {repeat_loss:.4f}")
+copies = repeat_loss < first_loss - 1.0  # at least 1 nat/token better on the copy
+print("the course model " + ("does" if copies else "does not") + " predict the second copy clearly better")
+assert bool(course_heads) == copies, "the induction scores and the losses should tell the same story"
+if preset == "cpu":  # the claim of the next paragraph, about the stored CPU-preset model
+    assert not course_heads and repeat_loss > first_loss - 0.1, "expected no induction in the CPU-preset model"
 
 # %% [markdown]
-# TODO-patching
+# The two measurements agree (the assert checks it). For the stored CPU-preset model, no head comes close to the
+# threshold and the second copy is no easier than the first: this short-trained model has not formed induction
+# heads, consistent with the missing previous-token heads above, the first half of the circuit. The toy model
+# shows the mechanism in isolation; a longer run on text (the `gpu` preset) is where to look for it in a language
+# model, with exactly the same code.
+#
+# ## Activation patching: which activations carry the answer?
+#
+# Everything so far was observation. **Activation patching** intervenes. Take two prompts that differ in a single
+# token: a **clean** one, on which the model predicts some token (the *answer*), and a **corrupted** one, on which
+# it predicts a different token (the *wrong* one). Run the model on the corrupted prompt, but overwrite one
+# activation (say the residual stream entering block $\ell$ at position $t$) with its value from the clean run,
+# and see how much of the clean answer comes back. If the patched vector restores the answer, it carried the
+# information that the changed token contributed; if nothing comes back, the information was not there. Meng et
+# al. {cite}`meng2022locating` used this to locate factual knowledge in GPT, Wang et al.
+# {cite}`wang2023interpretability` to trace a whole circuit in GPT-2 small; Heimersheim and Nanda
+# {cite}`heimersheim2024use` discuss how to choose prompts and metrics. Patching clean into corrupted, as here, is
+# called *denoising*: it finds activations that are *sufficient* to restore the answer.
+#
+# The measure is the **logit difference** at the last position, $\mathrm{LD} = z_{\text{answer}} -
+# z_{\text{wrong}}$ (a difference of logits, so it ignores everything the two tokens share), normalised between
+# the two unpatched runs:
+#
+# $$
+# R = \frac{\mathrm{LD}_{\text{patched}} - \mathrm{LD}_{\text{corrupted}}}{\mathrm{LD}_{\text{clean}} -
+# \mathrm{LD}_{\text{corrupted}}},
+# $$
+#
+# so $R = 0$ is the corrupted run's behaviour and $R = 1$ the clean run's.
+#
+# ### Finding a pair where the prediction flips
+#
+# A good pair changes one token and flips the prediction, with the clean prediction correct. We let the
+# computation find it: in *Hamlet* we try swapping an opening bracket `[` for `(`, and pronouns for their
+# counterparts (*thou* and *you*, *thee* and *you*, *thy* and *your*, *he* and *she*, *his* and *her*), in prompts
+# of 16 tokens that end 3, 5, 7 or 9 tokens after the swapped token. `interp.find_token_swaps` keeps the pairs
+# where the clean prompt's top prediction is the true next token and the corrupted prompt's top prediction is
+# another token, and ranks them by how decisive both runs are: $\min(\mathrm{LD}_{\text{clean}},
+# -\mathrm{LD}_{\text{corrupted}})$.
+
+# %%
+swap_words = [("[", "("), (" thou", " you"), (" you", " thou"), (" thee", " you"), (" thy", " your"),
+              (" your", " thy"), (" he", " she"), (" she", " he"), (" his", " her"), (" her", " his")]
+substitutes = {}
+for a, b in swap_words:
+    (ia,), (ib,) = tokenizer.encode(a), tokenizer.encode(b)  # each is a single token
+    substitutes.setdefault(ia, []).append(ib)
+hamlet_ids = torch.tensor(tokenizer.encode(hamlet))
+swaps = interp.find_token_swaps(model, hamlet_ids, substitutes, window=16, distances=[3, 5, 7, 9])
+
+
+def swapped(sw):
+    """The clean and the corrupted token at the swapped position, as text."""
+    return tuple(tokenizer.decode([int(x[0, sw.position])]) for x in (sw.clean, sw.corrupted))
+
+
+print(f"{len(swaps)} flipping pairs found; by swap: {dict(Counter(swapped(sw) for sw in swaps))}")
+for sw in swaps[:5]:
+    a, b = swapped(sw)
+    print(f"  margin {sw.margin:.4f}: {a!r}->{b!r} at {sw.position}, predicts {tokenizer.decode([sw.answer])!r} -> "
+          f"{tokenizer.decode([sw.wrong])!r} | {tokenizer.decode(sw.clean[0].tolist())!r}")
+assert swaps, "no one-token swap flips the prediction: widen the search"
+pair = swaps[0]
+
+# %% [markdown]
+# We take the most decisive pair. Here it is, with the model's five most likely next tokens on each prompt:
+
+# %%
+clean, corrupted = pair.clean.to(device), pair.corrupted.to(device)
+answer, wrong = pair.answer, pair.wrong
+clean_logits = interp.run_with_hooks(model, clean, {})
+corrupted_logits = interp.run_with_hooks(model, corrupted, {})
+for name, ids, out in (("clean", clean, clean_logits), ("corrupted", corrupted, corrupted_logits)):
+    probs = torch.softmax(out[0, -1].double(), -1)
+    best5 = probs.topk(5)
+    print(f"{name:>9s}: {tokenizer.decode(ids[0].tolist())!r}")
+    print(" " * 11 + "next: " + ", ".join(f"{tokenizer.decode([int(i)])!r} {p:.4f}"
+                                          for p, i in zip(best5.values.tolist(), best5.indices, strict=True)))
+ld_clean = interp.logit_diff(clean_logits, answer, wrong).item()
+ld_corrupted = interp.logit_diff(corrupted_logits, answer, wrong).item()
+print(f"logit difference {tokenizer.decode([answer])!r} - {tokenizer.decode([wrong])!r}: clean {ld_clean:.4f}, "
+      f"corrupted {ld_corrupted:.4f}")
+metric = interp.normalised_logit_diff(clean_logits, corrupted_logits, answer, wrong)
+print(f"normalised metric: clean run {metric(clean_logits)}, corrupted run {metric(corrupted_logits)}")
+assert ld_clean > 0 > ld_corrupted, "the pair must flip the prediction"
+assert metric(clean_logits) == 1.0 and metric(corrupted_logits) == 0.0, "the metric must be exactly 1 and 0"
+
+# %% [markdown]
+# ### Patching the residual stream, layer by layer and position by position
+#
+# For each of the $L + 1$ residual streams (entering every block, and leaving the last) and each position $t$, we
+# run the corrupted prompt with that one vector replaced by its clean value and record $R$: that is
+# $(L + 1) \times T$ forward passes.
+
+# %%
+grid = interp.patch_residual(model, clean, corrupted, metric)  # (L + 1, T)
+xlabels = [c if c == r else f"{c}|{r}" for c, r in zip(labels(clean[0]), labels(corrupted[0]), strict=True)]
+fig, ax = plt.subplots(figsize=(14, 3.8))
+sns.heatmap(grid, ax=ax, annot=True, fmt=".2f", cmap="RdBu", center=0, vmin=-1, vmax=1, xticklabels=xlabels,
+            yticklabels=interp.residual_labels(model), cbar_kws={"label": "recovery R"})
+ax.set_title("Patching the clean residual stream into the corrupted run: normalised logit-difference recovery")
+ax.set_xlabel("position (clean|corrupted token where they differ)")
+ax.set_ylabel("residual stream patched")
+plt.tight_layout()
+plt.show()
+pos = pair.position
+print(f"swapped token at position {pos}; recovery there, by stream: "
+      + ", ".join(f"{v:.4f}" for v in grid[:, pos].tolist()))
+print("recovery at the last position, by stream: " + ", ".join(f"{v:.4f}" for v in grid[:, -1].tolist()))
+
+# %%
+assert grid[0, pos] == 1.0, "patching the embedding of the swapped token must restore the clean run exactly"
+assert (grid[:, :pos] == 0).all(), "positions before the swap cannot carry information about it (causal mask)"
+assert (grid[0, pos + 1:] == 0).all(), "at the embedding, only the swapped position differs between the runs"
+assert abs(grid[-1, -1].item() - 1.0) < 1e-6, "the last residual stream at the last position decides the logits"
+assert (grid[-1, :-1] == 0).all(), "after the last block only the last position reaches the prediction"
+print("checks passed: exact recovery at the swapped embedding and at the final stream; zero where nothing differs")
+
+# %% [markdown]
+# The map reads like a route. At the embedding, the information sits only at the swapped position: patching there
+# restores everything, patching anywhere else nothing. After the last block it sits only at the final position,
+# which alone feeds the prediction. In between, attention carries it from one column to the other; the rows where
+# the recovery at the swapped position fades and the recovery at the last position grows are the blocks that move
+# it. Positions between the two can pick up a share, since attention writes to every later position.
+#
+# ### Patching individual heads
+#
+# The residual stream mixes all heads. To ask which heads move the information, we patch one head's output $z_h$
+# at a time (equivalently its result $z_h (W_O^h)^\top$, a fixed linear map of $z_h$), first at every position,
+# then at the last position only.
+
+# %%
+heads_all = interp.patch_heads(model, clean, corrupted, metric)  # (L, H)
+heads_last = interp.patch_heads(model, clean, corrupted, metric, position=-1)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for ax, g, where in zip(axes, (heads_all, heads_last), ("at every position", "at the last position only"), strict=True):
+    sns.heatmap(g, ax=ax, annot=True, fmt=".3f", cmap="RdBu", center=0, vmin=-1, vmax=1,
+                cbar_kws={"label": "recovery R"})
+    ax.set_title(f"one head patched {where}")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+plt.tight_layout()
+plt.show()
+for g, where in ((heads_all, "at every position"), (heads_last, "at the last position")):
+    layer, head = divmod(int(g.argmax()), H)
+    print(f"largest recovery from one head {where}: layer {layer}, head {head}, R = {g.max():.4f}")
+
+# %% [markdown]
+# A head patched at the last position only can restore the answer only by what it reads *into* the last position
+# from earlier tokens; a head that matters at every position but not at the last one works earlier, preparing the
+# vectors that later heads read. One check ties the two views together: patching all heads of a block at once is
+# the same as patching that block's attention output, because the output is the sum of the head results plus a
+# bias that both runs share.
+
+# %%
+for layer in range(L):
+    names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_attn_out"]
+    clean_acts = interp.run_with_cache(model, clean, names)[1]
+    every_head, attn_out = (interp.patch(model, corrupted, n, clean_acts[n], (slice(None),), metric) for n in names)
+    print(f"block {layer}: all heads patched R = {every_head:.4f}, attention output patched R = {attn_out:.4f}")
+    assert abs(every_head - attn_out) < 1e-4, "patching every head must equal patching the attention output"
 
 # %% [markdown]
 # ## Recap
 #
-# TODO
+# - Every activation of the course's GPT is a named `HookPoint`; `interp.run_with_cache` records them all in one
+#   pass and `interp.run_with_hooks` overwrites any of them. Per-head results add up to the attention output.
+# - The **logit lens** decodes every residual stream with the final LayerNorm and the unembedding. On the validation
+#   plays each block lowers the loss of that decoded prediction: the prediction is built up gradually.
+# - **Attention maps** and three summary scores describe every head. The CPU-preset model, trained for minutes,
+#   reads mostly by content and has neither previous-token nor induction heads.
+# - A two-layer attention-only model trained on repeated random tokens forms **induction heads** in a sudden
+#   phase change: a layer-0 previous-token head plus a layer-1 head that reads the token after the earlier
+#   occurrence. Removing either head breaks the copying, a causal check of the circuit.
+# - **Activation patching** moves clean activations into a corrupted run. With a normalised logit difference
+#   (exactly 0 on the corrupted run and 1 on the clean run) the residual-stream map shows the route the
+#   information takes from the changed token to the prediction, and per-head patching shows which heads carry it.
+#
+# These tools are small, but they are the ones used on large models, and they work on any model you train: run
+# this chapter with `INSIDEOUT_PRESET=gpu` to look inside one trained for longer.

@@ -16,8 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from insideout.gpt.interp import induction_score, induction_targets, previous_token_score, repeated_random_tokens, \
-    run_with_cache
+from insideout.gpt.interp import (
+    induction_score,
+    induction_targets,
+    previous_token_score,
+    repeated_random_tokens,
+    run_with_cache,
+)
 from insideout.gpt.model import GPT, GPTConfig
 
 

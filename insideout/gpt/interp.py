@@ -10,7 +10,7 @@ the head's slice of the output projection.
 
 On top of caching and hooking: the logit lens (nostalgebraist, 2020), the induction score of attention patterns
 (Olsson et al., 2022), and activation patching over layers x positions and layers x heads with a user metric
-(Meng et al., 2022; Wang et al., 2022; Heimersheim & Nanda, 2024).
+(Meng et al., 2022; Wang et al., 2023; Heimersheim & Nanda, 2024).
 """
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ def hook_points(model: GPT) -> dict[str, HookPoint]:
 def _check_names(model: GPT, names: Iterable[str], allow_derived: bool = False) -> list[str]:
     points = hook_points(model)
     names = list(names)
-    bad = [n for n in names if n not in points and not (allow_derived and _RESULT.match(n))]
+    def derived(n: str) -> bool:
+        match = _RESULT.match(n)
+        return allow_derived and match is not None and int(match.group(1)) < model.config.n_layer
+
+    bad = [n for n in names if n not in points and not derived(n)]
     if bad:
         raise ValueError(
             f"unknown hook name(s) {bad}: valid names look like {list(points)[:4]} ... "
@@ -282,7 +286,9 @@ def normalised_logit_diff(
     return metric
 
 
-def patch(model: GPT, corrupted_idx: torch.Tensor, name: str, clean: torch.Tensor, where: tuple, metric: Metric) -> float:
+def patch(
+    model: GPT, corrupted_idx: torch.Tensor, name: str, clean: torch.Tensor, where: tuple, metric: Metric,
+) -> float:
     """metric of the corrupted run with ``activation[where]`` replaced by ``clean[where]`` at hook ``name``."""
 
     def replace(activation: torch.Tensor, _name: str) -> torch.Tensor:
@@ -335,75 +341,75 @@ def patch_heads(
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenSwap:
     """A clean/corrupted prompt pair that differs in one token, found by :func:`find_token_swaps`."""
 
-    clean: torch.Tensor  # (1, T) token ids; the true next token ``answer`` already occurred at ``position``
-    corrupted: torch.Tensor  # (1, T) the same ids with ``answer`` at ``position`` replaced by ``wrong``
+    clean: torch.Tensor  # (1, T) token ids from the text
+    corrupted: torch.Tensor  # (1, T) the same ids with one token substituted
     position: int  # where the two prompts differ
-    answer: int  # the clean run's top prediction for the next token
+    answer: int  # the clean run's top prediction for the next token (also the text's true next token)
     wrong: int  # the corrupted run's top prediction for the next token
-    clean_diff: float  # logit[answer] - logit[wrong] at the last position, clean run
-    corrupted_diff: float  # the same on the corrupted run
+    clean_diff: float  # logit[answer] - logit[wrong] at the last position, clean run (> 0)
+    corrupted_diff: float  # the same on the corrupted run (< 0)
 
     @property
-    def change(self) -> float:
-        return self.clean_diff - self.corrupted_diff
+    def margin(self) -> float:
+        """How decisive both runs are: min(clean_diff, -corrupted_diff)."""
+        return min(self.clean_diff, -self.corrupted_diff)
 
 
-def _last_logits(model: GPT, windows: torch.Tensor, batch: int) -> torch.Tensor:
+def _last_logits(model: GPT, prompts: torch.Tensor, batch: int) -> torch.Tensor:
+    device = model.tok_emb.weight.device
     with torch.no_grad():
-        return torch.cat([model(windows[i:i + batch])[0][:, -1] for i in range(0, len(windows), batch)])
+        return torch.cat([model(prompts[i:i + batch].to(device))[0][:, -1].cpu().double()
+                          for i in range(0, len(prompts), batch)])
 
 
 def find_token_swaps(
-    model: GPT, tokens: torch.Tensor, candidates: Iterable[int], window: int, batch: int = 64,
+    model: GPT, tokens: torch.Tensor, substitutes: dict[int, Iterable[int]], window: int,
+    distances: Iterable[int], batch: int = 256,
 ) -> list[TokenSwap]:
-    """Search a token stream for prompts whose prediction flips when one earlier token is swapped.
+    """Search a token stream for one-token substitutions that flip the model's next-token prediction.
 
-    Every prompt is the ``window`` tokens before a candidate token A that already occurs exactly once inside the
-    prompt. Kept: prompts where the model predicts A (top-1); then, for each other candidate B absent from the
-    prompt, the earlier A is replaced by B and the pair is kept when the model now predicts B. Returned sorted by
-    how much the logit difference A - B changes, largest first.
+    For every occurrence of a token that has substitutes and every distance d, the clean prompt is the ``window``
+    tokens ending d tokens after that occurrence (so the token sits at index ``window - d``); a corrupted prompt
+    replaces it by one substitute. A pair is kept when the clean run's top prediction is the text's true next token
+    and the corrupted run's top prediction is another token. Sorted by ``margin``, most decisive first.
     """
     tokens = torch.as_tensor(tokens).flatten().cpu()
-    cand = torch.tensor(sorted({int(c) for c in candidates}), dtype=torch.long)
-    if len(cand) < 2:
-        raise ValueError("find_token_swaps needs at least two candidate tokens to swap between")
+    distances = sorted({int(d) for d in distances})
     if not 1 < window <= model.config.context_length:
         raise ValueError(f"window={window}: must lie in [2, context_length={model.config.context_length}]")
-    device = model.tok_emb.weight.device
-    starts, swaps = [], []
-    for t in torch.isin(tokens, cand).nonzero().flatten().tolist():  # positions holding a candidate
-        if t < window:
-            continue
-        hits = (tokens[t - window:t] == tokens[t]).nonzero().flatten()
-        if len(hits) == 1:
-            starts.append(t - window)
-            swaps.append(int(hits[0]))
-    if not starts:
+    if not distances or distances[0] < 1 or distances[-1] > window:
+        raise ValueError(f"distances={distances}: each must lie in [1, window={window}]")
+    table = {int(a): [int(b) for b in bs if int(b) != int(a)] for a, bs in substitutes.items()}
+    if not any(table.values()):
+        raise ValueError("substitutes is empty: give at least one token with a different substitute")
+    sites = []  # (start of the prompt, index of the swapped token in it)
+    for s in torch.isin(tokens, torch.tensor(list(table), dtype=torch.long)).nonzero().flatten().tolist():
+        for d in distances:
+            if s + d - window >= 0 and s + d < len(tokens):  # the true next token must exist
+                sites.append((s + d - window, window - d))
+    if not sites:
         return []
-    clean = torch.stack([tokens[s:s + window] for s in starts])  # (N, window)
-    answers = torch.stack([tokens[s + window] for s in starts])  # (N,)
-    logits = _last_logits(model, clean.to(device), batch).cpu()
-    keep = (logits.argmax(-1) == answers).nonzero().flatten().tolist()
-    trials = []  # (clean row, swap position, answer, wrong)
-    for i in keep:
-        for b in cand.tolist():
-            if b != int(answers[i]) and not bool((clean[i] == b).any()):
-                trials.append((i, swaps[i], int(answers[i]), b))
+    clean = torch.stack([tokens[a:a + window] for a, _ in sites])  # (N, window)
+    truth = torch.stack([tokens[a + window] for a, _ in sites])  # (N,)
+    clean_logits = _last_logits(model, clean, batch)  # (N, vocab)
+    right = (clean_logits.argmax(-1) == truth).nonzero().flatten().tolist()
+    trials = [(i, b) for i in right for b in table[int(clean[i, sites[i][1]])]]
     if not trials:
         return []
-    corrupted = clean[[t[0] for t in trials]].clone()
-    corrupted[torch.arange(len(trials)), [t[1] for t in trials]] = torch.tensor([t[3] for t in trials])
-    corrupted_logits = _last_logits(model, corrupted.to(device), batch).cpu().double()
+    corrupted = clean[[i for i, _ in trials]].clone()  # (M, window)
+    corrupted[torch.arange(len(trials)), [sites[i][1] for i, _ in trials]] = torch.tensor([b for _, b in trials])
+    corrupted_logits = _last_logits(model, corrupted, batch)
     found = []
-    for k, (i, pos, a, b) in enumerate(trials):
-        if int(corrupted_logits[k].argmax()) != b:
+    for k, (i, _) in enumerate(trials):
+        answer, wrong = int(truth[i]), int(corrupted_logits[k].argmax())
+        if wrong == answer:
             continue
-        clean_diff = (logits[i, a].double() - logits[i, b].double()).item()
-        corrupted_diff = (corrupted_logits[k, a] - corrupted_logits[k, b]).item()
-        found.append(TokenSwap(clean[i:i + 1].to(device), corrupted[k:k + 1].to(device), pos, a, b,
+        clean_diff = (clean_logits[i, answer] - clean_logits[i, wrong]).item()
+        corrupted_diff = (corrupted_logits[k, answer] - corrupted_logits[k, wrong]).item()
+        found.append(TokenSwap(clean[i:i + 1], corrupted[k:k + 1], sites[i][1], answer, wrong,
                                clean_diff, corrupted_diff))
-    return sorted(found, key=lambda swap: -swap.change)
+    return sorted(found, key=lambda swap: -swap.margin)

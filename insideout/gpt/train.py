@@ -356,8 +356,8 @@ def train(model_config: GPTConfig, config: TrainConfig, *, device: torch.device 
             step += 1
             for key, value in (("step", step), ("lr", lr), ("loss", loss_value), ("grad_norm", norm_value)):
                 history[key].append(value)
-            bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            bar.update(1)
             if step == stop_at or (config.eval_every and step % config.eval_every == 0):
                 val = evaluate(model, val_batches, autocast=autocast, device=device)
                 history["val_step"].append(step)
@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="continue a run from this checkpoint (file or folder)")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (default: --max-steps)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: auto)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (fixed for reproducibility; default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process, fixed for reproducibility (default 2; 1 under torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     g = p.add_argument_group("data and training (override the preset; not allowed with --resume)")
     g.add_argument("--data", default=None, help="shakespeare | fineweb | a local .parquet/.jsonl/.txt file")
@@ -453,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     from insideout.utils import seed_everything
 
     try:
-        seed_everything(0, threads=args.threads)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        seed_everything(0, threads=args.threads if args.threads is not None else (2 if world == 1 else 1))
         resume = None
         if args.resume is not None:
             resume = Path(args.resume)
