@@ -1,3 +1,15 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
 # %% [markdown]
 # # Interpretability
 #
@@ -338,6 +350,9 @@ for k in range(0, len(history.steps), 10):
 
 # %%
 steps = history.steps
+loss_rep = torch.tensor(history.loss_repeat)
+halfway = loss_rep[0] - 0.5 * (loss_rep[0] - loss_rep[-1])  # the phase change: half-way from start to end
+change_step = steps[int((loss_rep <= halfway).nonzero()[0])]
 fig, axes = plt.subplots(1, 3, figsize=(16, 4))
 axes[0].plot(steps, history.loss_first, label="first copy (unpredictable)")
 axes[0].plot(steps, history.loss_repeat, label="second copy (predictable by induction)")
@@ -351,6 +366,7 @@ for layer, ax, sc, what in ((1, axes[1], scores, "induction"), (0, axes[2], prev
     ax.set_ylabel(f"{what} score")
     ax.set_ylim(0, 1)
 for ax in axes:
+    ax.axvline(change_step, color="black", ls="--", lw=0.8, label=f"phase change (step {change_step})")
     ax.set_xlabel("training step")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -360,15 +376,12 @@ plt.show()
 # %% [markdown]
 # For a long stretch the loss on the second copy barely moves; then, within a few hundred steps, it collapses
 # towards zero, and at the same moment the induction scores of some layer-1 heads jump from near zero towards one
-# while a layer-0 head becomes a previous-token head. That simultaneous jump is the phase change. We locate it as
-# the first evaluation at which the second-copy loss has fallen half-way from its start to its end, and list the
-# heads that qualify as induction heads: induction score at least 0.5 at the end, i.e. at least half of their
-# attention on the token to copy.
+# while a layer-0 head becomes a previous-token head. That simultaneous jump is the phase change; the dashed line
+# marks the first evaluation at which the second-copy loss has fallen half-way from its start to its end. Below we
+# list the heads that qualify as induction heads: induction score at least 0.5 at the end, i.e. at least half of
+# their attention on the token to copy, and check that the induction scores rose in the same window.
 
 # %%
-loss_rep = torch.tensor(history.loss_repeat)
-halfway = loss_rep[0] - 0.5 * (loss_rep[0] - loss_rep[-1])
-change_step = steps[int((loss_rep <= halfway).nonzero()[0])]
 threshold = 0.5
 final = scores[-1]  # (2, 4)
 qualify = [(layer, head, final[layer, head].item()) for layer in range(icfg.n_layer) for head in range(icfg.n_head)
@@ -384,6 +397,12 @@ print(f"best induction head: layer {best[0]}, head {best[1]}, score {final.max()
 assert final.max() > 0.9, f"expected an induction head with score > 0.9, best is {final.max().item():.4f}"
 assert best[0] == 1, "an induction head needs a previous-token head before it: it must sit in layer 1"
 assert loss_rep[-1] < 0.1 * loss_rep[0], "the loss on the repeated half should drop by more than 10x"
+k = steps.index(change_step)
+window_start, window_end = max(k - 10, 0), min(k + 10, len(steps) - 1)  # 200 steps either side
+rise = scores[window_end, 1].max() - scores[window_start, 1].max()
+print(f"best layer-1 induction score: {scores[window_start, 1].max():.4f} at step {steps[window_start]}, "
+      f"{scores[window_end, 1].max():.4f} at step {steps[window_end]}")
+assert rise > 0.5, "the induction score should jump in the same window as the loss"
 
 # %% [markdown]
 # Scores are correlations, not causes. To check that the circuit is the two-layer mechanism described above, we
@@ -618,21 +637,62 @@ plt.show()
 for g, where in ((heads_all, "at every position"), (heads_last, "at the last position")):
     layer, head = divmod(int(g.argmax()), H)
     print(f"largest recovery from one head {where}: layer {layer}, head {head}, R = {g.max():.4f}")
+assert torch.allclose(heads_all[-1], heads_last[-1], atol=1e-9), "in the last block only the last position counts"
 
 # %% [markdown]
 # A head patched at the last position only can restore the answer only by what it reads *into* the last position
 # from earlier tokens; a head that matters at every position but not at the last one works earlier, preparing the
-# vectors that later heads read. One check ties the two views together: patching all heads of a block at once is
-# the same as patching that block's attention output, because the output is the sum of the head results plus a
-# bias that both runs share.
+# vectors that later heads read. In the last block the two maps agree (asserted): what it writes at other positions
+# never reaches the prediction. One check ties the heads to the residual stream: patching all heads of a block at
+# once is the same as patching that block's attention output, because the output is the sum of the head results
+# plus a bias that both runs share.
 
 # %%
+block_r = []  # recovery from patching each block's whole attention output
 for layer in range(L):
     names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_attn_out"]
     clean_acts = interp.run_with_cache(model, clean, names)[1]
     every_head, attn_out = (interp.patch(model, corrupted, n, clean_acts[n], (slice(None),), metric) for n in names)
     print(f"block {layer}: all heads patched R = {every_head:.4f}, attention output patched R = {attn_out:.4f}")
     assert abs(every_head - attn_out) < 1e-4, "patching every head must equal patching the attention output"
+    block_r.append(attn_out)
+mover = max(range(L), key=lambda layer: block_r[layer])
+jumps = grid[1:, -1] - grid[:-1, -1]  # how much each block adds to the recovery at the last position
+print(f"the attention of block {mover} restores the most (R = {block_r[mover]:.4f}); the recovery at the last "
+      f"position jumps most across block {int(jumps.argmax())} (+{jumps.max():.4f})")
+if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model and pair
+    assert mover == L - 1 == int(jumps.argmax()), "expected the last block's attention to move the information"
+    assert grid[L - 1, pos] > 0.8 and grid[L - 1, -1] < 0.2, "expected the information at the swap until then"
+    assert heads_last[L - 1].max() > 0.5, "expected one head of the last block to carry most of it"
+
+# %% [markdown]
+# Patching says *that* the head carries the information; its attention pattern says *where it reads it from*. Here
+# is the attention row of the last position for the head that restores the most there, on the clean prompt:
+
+# %%
+layer_m, head_m = divmod(int(heads_last.argmax()), H)
+name_m = f"blocks.{layer_m}.attn.hook_pattern"
+row = interp.run_with_cache(model, clean, [name_m])[1][name_m][0, head_m, -1].cpu()  # (T,)
+fig, ax = plt.subplots(figsize=(10, 3))
+ax.bar(range(len(row)), row, color=["tab:red" if t == pos else "tab:blue" for t in range(len(row))])
+ax.set_xticks(range(len(row)), labels(clean[0]), rotation=90)
+ax.set_xlabel("key token (clean prompt)")
+ax.set_ylabel("attention weight")
+ax.set_title(f"Where layer {layer_m}, head {head_m} looks from the last position (the swapped token in red)")
+plt.tight_layout()
+plt.show()
+print(f"attention on the swapped token {labels(clean[0])[pos]!r}: {row[pos]:.4f}; "
+      f"largest elsewhere: {row[torch.arange(len(row)) != pos].max():.4f}")
+if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model and pair
+    assert int(row.argmax()) == pos and row[pos] > 0.5, "expected the head to read the swapped token"
+
+# %% [markdown]
+# For the stored pair the route is short and clear (the asserts above check each step). Through the first blocks
+# the information stays at the position of the opening bracket: the recovery there stays high, the recovery at the
+# last position low. Then the attention of the last block moves it to the last position, and a single head of that
+# block carries most of it, a head that looks straight back at the bracket from the last position. Nothing in this
+# small model is a clean textbook circuit, but this piece of it, "an open bracket earlier means a closing bracket
+# may come next", is found and checked by computation alone.
 
 # %% [markdown]
 # ## Recap

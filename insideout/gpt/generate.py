@@ -170,30 +170,43 @@ def cache_nbytes_formula(config, batch_size: int, max_len: int, bytes_per_value:
     return 2 * config.n_layer * batch_size * config.n_head * max_len * config.head_dim * bytes_per_value
 
 
-def time_generation(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool) -> float:
-    """Wall-clock seconds of one greedy generation of max_new_tokens tokens (for benchmarks, not tests)."""
-    start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_generation(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool,
+                    clock: str = "wall") -> float:
+    """Seconds of one greedy generation of max_new_tokens tokens (for benchmarks, not tests).
+
+    ``clock="wall"`` measures elapsed time; ``clock="cpu"`` the CPU time of the calling thread, which other
+    programs on a busy machine do not inflate — with ``torch.set_num_threads(1)`` all of torch's work runs on that
+    thread, so on an idle machine the two agree.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}: choose one of {', '.join(CLOCKS)}")
+    now = CLOCKS[clock]
+    start = now()
     generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache)
-    return time.perf_counter() - start
+    return now() - start
 
 
-def kv_cache_speedups(model: GPT, idx: torch.Tensor, lengths: list[int], *, repeats: int = 3) -> list[dict]:
+def kv_cache_speedups(model: GPT, idx: torch.Tensor, lengths: list[int], *, repeats: int = 3,
+                      clock: str = "wall") -> list[dict]:
     """Time greedy generation with and without the KV-cache for each number of new tokens; one row per length.
 
     Each time is the best of ``repeats`` runs, cached and uncached runs alternating, after one warm-up of each:
-    the minimum is the run least disturbed by other work on the machine.
+    the minimum is the run least disturbed by other work on the machine. ``clock``: see ``time_generation``.
     """
     for use_cache in (True, False):
-        time_generation(model, idx, 4, use_cache=use_cache)  # warm-up: first calls allocate and initialise
+        time_generation(model, idx, 4, use_cache=use_cache, clock=clock)  # warm-up: first calls allocate
     rows = []
     for n in lengths:
         cached = uncached = float("inf")
         for _ in range(repeats):
-            cached = min(cached, time_generation(model, idx, n, use_cache=True))
-            uncached = min(uncached, time_generation(model, idx, n, use_cache=False))
-        rows.append({"new_tokens": n, "prompt_tokens": idx.shape[1], "batch": idx.shape[0],
-                     "cached_s": cached, "uncached_s": uncached, "speedup": uncached / cached,
-                     "cached_tokens_per_s": n * idx.shape[0] / cached,
+            cached = min(cached, time_generation(model, idx, n, use_cache=True, clock=clock))
+            uncached = min(uncached, time_generation(model, idx, n, use_cache=False, clock=clock))
+        rows.append({"new_tokens": n, "prompt_tokens": idx.shape[1], "batch": idx.shape[0], "clock": clock,
+                     "threads": torch.get_num_threads(), "cached_s": cached, "uncached_s": uncached,
+                     "speedup": uncached / cached, "cached_tokens_per_s": n * idx.shape[0] / cached,
                      "uncached_tokens_per_s": n * idx.shape[0] / uncached})
     return rows
 
