@@ -235,7 +235,7 @@ print("every block lowers the loss of the decoded residual stream")
 short = passage[:, :16]
 _, pcache = interp.run_with_cache(model, short, lambda n: n.endswith("hook_pattern"))
 tick = labels(short[0])
-fig, axes = plt.subplots(L, H, figsize=(3.2 * H, 3.2 * L), sharex=True, sharey=True)
+fig, axes = plt.subplots(L, H, figsize=(3.2 * H, 3.2 * L))
 for layer in range(L):
     pattern = pcache[f"blocks.{layer}.attn.hook_pattern"][0].cpu()  # (H, T, T)
     assert torch.allclose(pattern.sum(-1), torch.ones(H, 16)) and (pattern.triu(1) == 0).all()
@@ -374,9 +374,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# For a long stretch the loss on the second copy barely moves; then, within a few hundred steps, it collapses
-# towards zero, and at the same moment the induction scores of some layer-1 heads jump from near zero towards one
-# while a layer-0 head becomes a previous-token head. That simultaneous jump is the phase change; the dashed line
+# For hundreds of steps the loss on the second copy drifts down only slowly, and the first copy stays at (or above)
+# the level of a uniform guess; then, within a few hundred steps, the second-copy loss collapses towards zero, and
+# at the same moment the induction scores of some layer-1 heads jump from near zero towards one while a layer-0 head
+# becomes a previous-token head. That simultaneous jump is the phase change; the dashed line
 # marks the first evaluation at which the second-copy loss has fallen half-way from its start to its end. Below we
 # list the heads that qualify as induction heads: induction score at least 0.5 at the end, i.e. at least half of
 # their attention on the token to copy, and check that the induction scores rose in the same window.
@@ -402,7 +403,10 @@ window_start, window_end = max(k - 10, 0), min(k + 10, len(steps) - 1)  # 200 st
 rise = scores[window_end, 1].max() - scores[window_start, 1].max()
 print(f"best layer-1 induction score: {scores[window_start, 1].max():.4f} at step {steps[window_start]}, "
       f"{scores[window_end, 1].max():.4f} at step {steps[window_end]}")
+print(f"second-copy loss: {loss_rep[window_start]:.4f} at step {steps[window_start]}, {loss_rep[window_end]:.4f} at "
+      f"step {steps[window_end]}")
 assert rise > 0.5, "the induction score should jump in the same window as the loss"
+assert loss_rep[window_end] < 0.25 * loss_rep[window_start], "the loss should collapse within the same window"
 
 # %% [markdown]
 # Scores are correlations, not causes. To check that the circuit is the two-layer mechanism described above, we
