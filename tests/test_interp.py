@@ -263,7 +263,9 @@ def test_induction_score_of_hand_built_patterns():
 def test_induction_training_logs_and_validates():
     config = InductionConfig(vocab_size=16, min_half=3, max_half=5, eval_half=4, d_model=16, n_head=2,
                              batch_size=4, steps=4, eval_every=2, eval_batch=4)
+    threads = torch.get_num_threads()
     model, history = train_induction_model(config, progress=False)
+    assert torch.get_num_threads() == threads, "the thread count must be restored after training"
     assert history.steps == [0, 2, 4]
     assert history.induction_scores().shape == (3, 2, 2)
     assert history.previous_token_scores().shape == (3, 2, 2)

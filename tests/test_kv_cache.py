@@ -126,3 +126,16 @@ def test_cache_refuses_to_overflow():
         model(tokens(1, 4), cache=cache)
         with pytest.raises(ValueError, match="KVCache is full"):
             model(tokens(1, 1), cache=cache)
+
+
+def test_the_benchmark_helper_reports_both_clocks_for_each_length():
+    """Structure only (timings are never asserted in tests; benchmarks/kv_cache.py measures them)."""
+    from insideout.gpt.generate import kv_cache_speedups
+
+    rows = kv_cache_speedups(small_model("learned"), tokens(1, 3), [2, 5], repeats=1)
+    assert [r["new_tokens"] for r in rows] == [2, 5]
+    for r in rows:
+        assert r["prompt_tokens"] == 3 and r["batch"] == 1
+        for key in ("cached_wall_s", "cached_cpu_s", "uncached_wall_s", "uncached_cpu_s"):
+            assert r[key] > 0
+        assert r["speedup_wall"] == r["uncached_wall_s"] / r["cached_wall_s"]

@@ -404,10 +404,12 @@ for bad in [dict(top_p=1.5), dict(top_k=0), dict(temperature=0.0), dict()]:
 # ## The command line
 #
 # `python -m insideout generate` wraps all of this in an interactive loop: it loads the trained model of a preset
-# (or `--checkpoint FILE`), reads one prompt per line, and prints each continuation followed by an empty line; an
-# empty line or the end of the input stops it. Flags: `--preset`, `--checkpoint`, `--max-new-tokens`,
-# `--temperature`, `--top-k`, `--top-p`, `--greedy`, `--seed`, `--device`. In a terminal you type the prompts;
-# here they come through standard input:
+# (or `--checkpoint FILE`; it never trains one), reads one prompt per line, and prints the prompt with its
+# continuation (up to the first end-of-text token), then a line of dashes; an empty line or the end of the input
+# stops it. Flags: `--preset`, `--checkpoint`, `--max-new-tokens`, `--temperature`, `--top-k`, `--top-p`,
+# `--greedy`, `--seed`, `--device`, `--threads`; `--help` lists them. One seeded sampler serves the whole session,
+# so the same flags and the same prompts give the same text. In a terminal you type the prompts; here they come
+# through standard input:
 
 # %%
 command = [sys.executable, "-m", "insideout", "generate", "--preset", preset, "--max-new-tokens", "60",

@@ -13,10 +13,11 @@
 # %% [markdown]
 # # Interpretability
 #
-# The model trained in [chapter 07](07_training.ipynb) continues a line of Shakespeare far better than chance. *How*
-# does it do it? Its weights are about a million unlabelled numbers, and the loss curve says only that they work.
-# Interpretability is the practice of measuring what happens inside: which intermediate vectors carry which
-# information, which attention heads look where, and which activations actually *cause* a prediction.
+# The model trained in [chapter 07](07_training.ipynb) continues a line of Shakespeare far better than chance (we
+# measure it again below). *How* does it do it? Its weights are a long list of unlabelled numbers (the count is
+# printed below), and the loss curve says only that they work. Interpretability is the practice of measuring what
+# happens inside: which intermediate vectors carry which information, which attention heads look where, and which
+# activations actually *cause* a prediction.
 #
 # This chapter builds four tools and uses each one on the real trained model:
 #
@@ -40,6 +41,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *spec], check=True)
 
 # %%
+import math
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -56,7 +58,8 @@ preset, device = setup(seed=0)
 model, tokenizer = load_course_model(preset, device)
 cfg = model.config
 L, H = cfg.n_layer, cfg.n_head
-print(f"model: {L} layers x {H} heads of size {cfg.head_dim}, d_model {cfg.d_model}, vocabulary {cfg.vocab_size}")
+print(f"model: {L} layers x {H} heads of size {cfg.head_dim}, d_model {cfg.d_model}, vocabulary {cfg.vocab_size}, "
+      f"{model.num_parameters():,} parameters")
 
 
 def labels(ids):
@@ -218,6 +221,10 @@ plt.show()
 # %%
 assert (ce[1:] < ce[:-1]).all(), f"expected every block to lower the lens loss, got {ce.tolist()}"
 print("every block lowers the loss of the decoded residual stream")
+chance = math.log(cfg.vocab_size)
+print(f"the model's own loss {ce[-1]:.4f} nats/token against {chance:.4f} for a uniform guess over the vocabulary")
+assert ce[-1] < chance - 2, "the trained model should beat a uniform guess by a wide margin"
+assert self_top / windows.numel() > 0.5, "with tied weights the embedding's lens should mostly name its own token"
 
 # %% [markdown]
 # The prediction is assembled gradually: each block moves the residual stream towards the answer by an amount we
@@ -226,8 +233,9 @@ print("every block lowers the loss of the decoded residual stream")
 # ## Attention maps
 #
 # A head's **attention pattern** is the matrix of softmax weights $A_{ij} = \mathrm{softmax}_j\big(q_i \cdot k_j /
-# \sqrt{d_h}\big)$, masked so that query position $i$ sees only keys $j \le i$
-# ([chapter 02](02_attention.ipynb)). Row $i$ says where position $i$ reads from. Here are all heads on the first
+# \sqrt{d_h}\big)$, masked so that query position $i$ sees only keys $j \le i$ ([chapter 02](02_attention.ipynb);
+# computed by hand in [Part 1 · Attention](../manual_calc/03_attention.ipynb)). Row $i$ says where position $i$
+# reads from; the first row always reads only itself. Here are all heads on the first
 # 16 tokens of the passage; read each map row by row: a dark cell at row $i$, column $j$ means token $i$ reads
 # token $j$.
 

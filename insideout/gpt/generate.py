@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="a safetensors checkpoint written by training (default: the preset's cached model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (> 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt (default 200)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0 (default 1.0)")
     parser.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=None, help="keep the smallest set with mass >= p (0 < p <= 1)")
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")

@@ -112,8 +112,25 @@ def evaluate(model: GPT, tokens: torch.Tensor) -> tuple[float, float, torch.Tens
     return first, repeat, induction, previous
 
 
-def train_induction_model(config: InductionConfig, progress: bool = True) -> tuple[GPT, InductionHistory]:
-    """Train the attention-only model with AdamW, evaluating every ``eval_every`` steps; deterministic given seed."""
+def train_induction_model(
+    config: InductionConfig, progress: bool = True, threads: int | None = 1,
+) -> tuple[GPT, InductionHistory]:
+    """Train the attention-only model with AdamW, evaluating every ``eval_every`` steps; deterministic given seed.
+
+    The model's matrices are tiny, so by default it trains on one CPU thread (restored afterwards): a second thread
+    only adds synchronisation, and on a busy machine it can make each step many times slower.
+    """
+    if threads is None:
+        return _train(config, progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(config: InductionConfig, progress: bool) -> tuple[GPT, InductionHistory]:
     torch.manual_seed(config.seed)
     model = GPT(config.gpt_config())
     data = torch.Generator().manual_seed(config.seed + 1)
