@@ -204,7 +204,8 @@ print("most common:", pre.most_common(12))
 # checked; the claim that it takes under a minute is asserted.
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (wall-clock time varies)
+# NBVAL_IGNORE_OUTPUT
+# (wall-clock time varies)
 t0 = time.perf_counter()
 big = train_bpe(train_texts, vocab_size=8192)
 train_seconds = time.perf_counter() - t0
@@ -247,7 +248,8 @@ print("same ids:", ids_py == ids_tk)
 # Now the whole validation text: three plays no merge was learned from.
 
 # %%
-# NBVAL_IGNORE_OUTPUT  (wall-clock times vary)
+# NBVAL_IGNORE_OUTPUT
+# (wall-clock times vary)
 t0 = time.perf_counter()
 val_ids_py = big.encode_ordinary(val_text)
 t_py = time.perf_counter() - t0
