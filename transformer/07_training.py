@@ -358,7 +358,8 @@ model = result.model
 h = result.history
 
 # %%
-# NBVAL_IGNORE_OUTPUT — wall-clock timings and throughput vary from machine to machine and run to run
+# NBVAL_IGNORE_OUTPUT
+# (wall-clock timings and throughput vary from machine to machine and run to run)
 flops_per_token = 6 * (n_params - (mcfg.context_length * mcfg.d_model)) + 12 * mcfg.n_layer * mcfg.d_model * T
 print(f"training steps: {result.train_seconds:.1f} s for {result.tokens_trained:,} tokens = "
       f"{result.tokens_per_second:,.0f} tokens/s; whole call (data start-up, validation, saving): {wall:.1f} s")
