@@ -113,6 +113,9 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new keys/values after the stored ones and return all of them for this layer."""
         start, end = self.length, self.length + k.shape[2]
+        if k.shape[0] != self.k[layer].shape[0]:
+            raise ValueError(f"KVCache was made for batch size {self.k[layer].shape[0]}, got {k.shape[0]}: "
+                             f"create it with model.new_cache(batch_size={k.shape[0]})")
         if end > self.max_len:
             raise ValueError(f"KVCache is full: {end} positions requested, room for {self.max_len}")
         self.k[layer][:, :, start:end] = k
