@@ -6,25 +6,13 @@ import json
 
 import pytest
 import torch
+from byte_tokenizer import ByteTokenizer
 from safetensors.torch import save_file
 
 from insideout.gpt.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig
 from insideout.gpt.train import TrainConfig, make_optimizer, train
-
-
-class ByteTokenizer:
-    """Stand-in tokenizer: one token per UTF-8 byte, end-of-text = 256."""
-
-    name, vocab_size, eot_id = "bytes", 257, 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", "replace")
-
 
 MODEL = GPTConfig(vocab_size=257, context_length=32, d_model=32, n_layer=2, n_head=2, dropout=0.1)
 

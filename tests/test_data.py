@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from byte_tokenizer import ByteTokenizer
 
 from insideout.gpt.corpus import VALIDATION_WORKS, shakespeare_works
 from insideout.gpt.data import (
@@ -18,19 +19,6 @@ from insideout.gpt.data import (
     packed_dataset,
     text_dataset,
 )
-
-
-class ByteTokenizer:
-    """Stand-in tokenizer: one token per UTF-8 byte, end-of-text = 256."""
-
-    name, vocab_size, eot_id = "bytes", 257, 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", "replace")
-
 
 TOK = ByteTokenizer()
 DOCS = ["First document.", "The second one, a little longer.", "Third!", "Fourth and last document here."]

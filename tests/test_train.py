@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from byte_tokenizer import ByteTokenizer
 
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig
@@ -18,19 +19,6 @@ from insideout.gpt.train import (
     parameter_groups,
     train,
 )
-
-
-class ByteTokenizer:
-    """Stand-in tokenizer: one token per UTF-8 byte, end-of-text = 256."""
-
-    name, vocab_size, eot_id = "bytes", 257, 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", "replace")
-
 
 TINY = GPTConfig(vocab_size=257, context_length=32, d_model=32, n_layer=2, n_head=2)
 
