@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -90,3 +91,18 @@ def setup(seed: int = 0, preset: str | None = None, device: str | None = None, t
     print(f"torch {torch.__version__} | preset {chosen_preset} | device {chosen_device} | "
           f"threads {torch.get_num_threads()} | seed {seed}")
     return chosen_preset, chosen_device
+
+
+class DictConfig:
+    """Mixin for config dataclasses: plain-dict round trip that names unknown fields instead of a TypeError."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)

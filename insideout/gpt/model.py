@@ -9,11 +9,13 @@ site is an identity ``HookPoint`` so interpretability code can read or overwrite
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from insideout.utils import DictConfig
 
 POSITIONS = ("learned", "alibi", "rope", "none")
 ACTIVATIONS = ("gelu", "relu", "sigmoid")
@@ -21,7 +23,7 @@ ATTENTION_IMPLS = ("sdpa", "manual")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     """Hyper-parameters and experiment switches of the GPT. Validated on construction."""
 
     vocab_size: int = 4096
@@ -73,17 +75,6 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
 
 
 class HookPoint(nn.Identity):

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,11 @@ from insideout.gpt.data import (
     text_dataset,
 )
 from insideout.gpt.model import GPT, GPTConfig
+from insideout.utils import DictConfig
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Hyper-parameters of a training run. Validated on construction."""
 
     dataset: str = "shakespeare"  # shakespeare | fineweb | a local .parquet/.jsonl/.txt file
@@ -96,17 +97,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be in [0, 1)")
         if self.tokenizer not in ("course", "gpt2"):
             raise ValueError(f"TrainConfig.tokenizer={self.tokenizer!r}: choose 'course' or 'gpt2'")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
 
 
 # ---- the pieces of the loop ----------------------------------------------------------------------------
