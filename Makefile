@@ -35,6 +35,17 @@ export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
+# The pinned numeric profile (insideout/utils.py, pin_numerics): the same CPU code paths on every x86-64 machine with
+# AVX2, so that every stored output re-executes bit for bit. Exported here too, so that every process `make` starts
+# (pytest, nbval's kernels, the notebook executor) has it before PyTorch loads. Not on CPUs without AVX2 (ARM).
+ifeq ($(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes),yes)
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2,STRICT
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_DYNAMIC := FALSE
+export OMP_DYNAMIC := FALSE
+endif
+
 TEST_STAGES := install test-ruff test-pytest test-notebooks test-nbval test-build test-browser
 
 .PHONY: help install book test sync execute serve clean distclean $(TEST_STAGES) check-chromium

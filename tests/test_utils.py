@@ -146,8 +146,9 @@ def test_setup_prints_one_line_and_returns_preset_and_device(capsys, monkeypatch
     monkeypatch.setenv(utils.PRESET_ENV, "gpu")
     preset, device = utils.setup(seed=7)
     assert (preset, device) == ("gpu", torch.device("cpu"))
-    out = capsys.readouterr().out
-    assert out == f"torch {torch.__version__} | preset gpu | device cpu | threads 2 | seed 7\n"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"torch {torch.__version__} | preset gpu | device cpu | threads 2 | seed 7"
+    assert lines[1].startswith("numerics: ") and len(lines) == 2
 
 
 def test_setup_rejects_a_bad_preset_before_printing(capsys, restore_torch_state):
