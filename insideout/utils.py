@@ -145,13 +145,14 @@ def fingerprint_parts() -> dict[str, str]:
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(1234)
+    f32 = torch.float32  # explicit everywhere: the result must not depend on torch's default dtype
 
     def bits(t: torch.Tensor) -> str:
         return hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest()[:12]
 
     parts = {}
-    x = torch.randn(8, 48, 64, generator=g)  # (batch, seq, d)
-    w = torch.randn(192, 64, generator=g) * 0.1
+    x = torch.randn(8, 48, 64, generator=g, dtype=f32)  # (batch, seq, d)
+    w = torch.randn(192, 64, generator=g, dtype=f32) * 0.1
     parts["randn"] = bits(x)
     ln = F.layer_norm(x, (64,))
     parts["layer_norm"] = bits(ln)
@@ -162,8 +163,8 @@ def fingerprint_parts() -> dict[str, str]:
     parts["bmm"] = bits(torch.bmm(x, x.transpose(1, 2)))
     q, k, v = h.view(8, 48, 3, 4, 16).permute(2, 0, 3, 1, 4)  # each (batch, head, seq, d_head)
     parts["sdpa"] = bits(F.scaled_dot_product_attention(q, k, v, is_causal=True))
-    img = torch.randn(8, 16, 24, 24, generator=g)  # (batch, channels, height, width)
-    parts["conv2d"] = bits(F.conv2d(img, torch.randn(32, 16, 3, 3, generator=g) * 0.1, padding=1))
+    img = torch.randn(8, 16, 24, 24, generator=g, dtype=f32)  # (batch, channels, height, width)
+    parts["conv2d"] = bits(F.conv2d(img, torch.randn(32, 16, 3, 3, generator=g, dtype=f32) * 0.1, padding=1))
     parts["sum"] = bits(x.sum(dim=(0, 1)))
     p = torch.nn.Parameter(w.clone())
     opt = torch.optim.AdamW([p], lr=1e-2)
@@ -336,3 +337,16 @@ class DictConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(known)}")
         return cls(**data)
+
+
+def within(value: float, bound: float, kind: str = "float64 rounding") -> str:
+    """Assert that a rounding-noise size ``value`` is at most ``bound``; return text that shows only the bound.
+
+    The exact size of rounding noise depends on which kernels and summation orders a machine uses, so a chapter
+    prints the bound it satisfies ("<= 1e-15 (float64 rounding)"), never the value; the value appears in the
+    assertion message if the bound fails.
+    """
+    value = float(value)
+    if not value <= bound:  # also catches NaN
+        raise AssertionError(f"{value!r} exceeds the bound {bound:.0e} expected of {kind}")
+    return f"<= {bound:.0e} ({kind})"  # the same text whether the noise is 0 or just below the bound

@@ -167,6 +167,8 @@ def test_execute_runs_a_notebook_in_place(tmp_path):
     done = nbformat.read(path, as_version=4)
     assert check_notebooks.execution_problems(done, "nb") == []
     assert done.cells[3].outputs[0]["text"] == "42\n"
+    assert len(done.cells) == 4, "the numeric-profile probe cell is removed again"
+    assert done.metadata["insideout"]["numerics"] == {"torch_used": False}
 
 
 def test_execute_failure_leaves_the_file_untouched(tmp_path):
@@ -360,3 +362,44 @@ def test_site_configuration():
     version = lock["packages"]["node_modules/mathjax"]["version"]
     assert version.startswith("3.") and json.loads((ROOT / "package.json").read_text())["dependencies"] == {
         "mathjax": version}, "MathJax must be pinned to one exact 3.x version"
+
+
+# --- the numerics guard -----------------------------------------------------------------------------------------
+
+
+def reference_record(**changes):
+    from insideout import utils
+
+    record = {"torch_used": True, "torch": utils.REFERENCE_FINGERPRINT["torch"], "mode": "pinned",
+              "capability": "AVX2", "mkl_cbwr": "AVX2,STRICT", "onednn_max_cpu_isa": "AVX2", "mkl_dynamic": "FALSE",
+              "omp_dynamic": False, "threads": 2, "fingerprint": utils.REFERENCE_FINGERPRINT["fingerprint"],
+              "reference": True}
+    record.update(changes)
+    return record
+
+
+def test_numerics_guard_accepts_the_reference_profile_and_pure_python():
+    nb = executed_notebook([1])
+    nb.metadata["insideout"] = {"numerics": reference_record()}
+    assert check_notebooks.numerics_problems(nb, "nb") == []
+    nb.metadata["insideout"] = {"numerics": {"torch_used": False}}
+    assert check_notebooks.numerics_problems(nb, "nb") == []
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"capability": "AVX512"}, "capability AVX512"),
+    ({"threads": 8}, "8 threads"),
+    ({"torch": "2.99.0"}, "torch 2.99.0"),
+    ({"mkl_cbwr": ""}, "mkl_cbwr unset"),
+    ({"fingerprint": "0" * 16, "reference": False}, "fingerprint"),
+])
+def test_numerics_guard_refuses_another_profile(changes, message):
+    nb = executed_notebook([1])
+    nb.metadata["insideout"] = {"numerics": reference_record(**changes)}
+    problems = check_notebooks.numerics_problems(nb, "nb")
+    assert problems and message in problems[0] and "make execute" in problems[0]
+
+
+def test_numerics_guard_refuses_a_notebook_without_a_record():
+    problems = check_notebooks.numerics_problems(executed_notebook([1]), "nb")
+    assert problems and "no record of the numeric profile" in problems[0]

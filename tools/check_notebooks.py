@@ -10,6 +10,11 @@ A chapter is a jupytext percent-format `NN_name.py` (the source) paired with `NN
 the site shows). "One complete, in-order, error-free execution" means: the non-empty code cells carry execution
 counts 1, 2, ..., n in order (a fresh kernel, every cell run once, top to bottom), empty code cells carry none, and
 no cell holds an error output.
+
+Numerics guard: `execute` records in each notebook's metadata (`insideout.numerics`) the numeric profile its kernel
+ran under (torch version, ATen capability, MKL/oneDNN settings, threads, kernel fingerprint; see
+insideout/utils.py). `check` refuses a notebook that used PyTorch under any other profile than the pinned reference
+one, or that carries no record, because its stored outputs would not re-execute identically on another machine.
 """
 
 from __future__ import annotations
@@ -101,9 +106,52 @@ def execution_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
     return problems
 
 
+def numerics_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
+    """Why the recorded numeric profile of a notebook is not the pinned reference one (empty list if it is)."""
+    from insideout.utils import profile_problems
+
+    record = nb.metadata.get("insideout", {}).get("numerics")
+    if record is None:
+        return [f"{name}: no record of the numeric profile it was executed under: run `make execute "
+                f"NOTEBOOKS={name}`"]
+    if not record.get("torch_used"):
+        return []  # pure Python (Part 1): no PyTorch kernel produced its outputs
+    try:
+        problems = profile_problems(record)
+    except KeyError as exc:
+        return [f"{name}: incomplete numeric profile record (missing {exc}): run `make execute NOTEBOOKS={name}`"]
+    if problems:
+        return [f"{name}: executed under another numeric profile than the pinned one ({'; '.join(problems)}): "
+                f"re-execute it with `make execute NOTEBOOKS={name}` on an x86-64 machine with AVX2"]
+    return []
+
+
 def notebook_execution_problems(ipynb: Path) -> list[str]:
-    """`execution_problems` for a notebook file."""
-    return execution_problems(nbformat.read(ipynb, as_version=4), rel(ipynb))
+    """`execution_problems` and `numerics_problems` for a notebook file."""
+    nb = nbformat.read(ipynb, as_version=4)
+    problems = execution_problems(nb, rel(ipynb))
+    return problems or numerics_problems(nb, rel(ipynb))
+
+
+# Run in the notebook's own kernel after its last cell: what numeric profile produced the outputs.
+PROFILE_PROBE = """\
+import json as _json, sys as _sys
+_record = {"torch_used": "torch" in _sys.modules}
+if _record["torch_used"]:
+    import insideout.utils as _utils
+    _record.update(_utils.numeric_profile())
+print("INSIDEOUT-NUMERICS " + _json.dumps(_record))
+"""
+
+
+def _read_probe(cell: nbformat.NotebookNode) -> dict:
+    import json
+
+    for output in cell.get("outputs", []):
+        for line in output.get("text", "").splitlines():
+            if line.startswith("INSIDEOUT-NUMERICS "):
+                return json.loads(line.split(" ", 1)[1])
+    raise RuntimeError(f"the numeric-profile probe printed nothing readable: {cell.get('outputs')}")
 
 
 def check(stems: list[Path]) -> list[str]:
@@ -127,11 +175,13 @@ def execute(ipynb: Path, timeout: int = 1800) -> float:
 
     nb = nbformat.read(ipynb, as_version=4)
     kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    nb.cells.append(nbformat.v4.new_code_cell(PROFILE_PROBE))  # runs last, in the same kernel; removed below
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
                             resources={"metadata": {"path": str(ROOT)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
+    nb.metadata.setdefault("insideout", {})["numerics"] = _read_probe(nb.cells.pop())
     problems = execution_problems(nb, rel(ipynb))
     if problems:
         raise RuntimeError("\n".join(problems))

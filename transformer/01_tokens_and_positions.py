@@ -56,7 +56,7 @@ from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig, alibi_bias, alibi_slopes, apply_rope, rope_cos_sin
 from insideout.gpt.presets import model_config
 from insideout.gpt.tokenizer import COURSE_VOCAB_SIZE, course_bpe, course_tokenizer, gpt2_tokenizer
-from insideout.utils import seed_everything, setup
+from insideout.utils import seed_everything, setup, within
 
 preset, device = setup(seed=0)
 
@@ -588,7 +588,7 @@ Q = apply_rope(q.expand(1, 1, P, d_head), cos, sin)[0, 0]  # (P, d_head): q rota
 K = apply_rope(k.expand(1, 1, P, d_head), cos, sin)[0, 0]  # (P, d_head): k rotated likewise
 S = Q @ K.T  # (P, P): S[m, n] = (R_m q) . (R_n k)
 rope_dev = max((S.diagonal(off) - S.diagonal(off)[0]).abs().max().item() for off in range(-P + 1, P))
-print(f"RoPE: largest difference along any diagonal of S = {rope_dev:.1e}")
+print(f"RoPE: largest difference along any diagonal of S {within(rope_dev, 1e-12)}")
 print(f"      while scores at different offsets range over [{S.min().item():.4f}, {S.max().item():.4f}]")
 
 # learned absolute positions for contrast: add a (random) position vector to q and k, then take dot products

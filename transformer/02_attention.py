@@ -56,7 +56,7 @@ from insideout.gpt.analysis import score_softmax_stats
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig
 from insideout.gpt.tokenizer import course_tokenizer
-from insideout.utils import setup
+from insideout.utils import setup, within
 
 preset, device = setup(seed=0)
 torch.set_default_dtype(torch.float64)  # float64 in this chapter: differences below are rounding, nothing else
@@ -192,8 +192,7 @@ diffs = {
     "Z by hand vs F.scaled_dot_product_attention": (Z - Z_torch).abs().max().item(),
 }
 for name, diff in diffs.items():
-    print(f"{name:<45} max |difference| = {diff:.1e}")
-assert max(diffs.values()) <= 1e-12, f"attention by hand differs from the library or PyTorch: {diffs}"
+    print(f"{name:<45} max |difference| {within(diff, 1e-12)}")
 
 # %% [markdown]
 # All three agree to float64 rounding. The library's test suite (`tests/test_attention.py`) makes the same check
@@ -210,8 +209,7 @@ for position in ("learned", "alibi", "rope", "none"):
     written.load_state_dict(fast.state_dict())
     with torch.no_grad():
         diff = (fast(tokens)[0] - written(tokens)[0]).abs().max().item()
-    print(f"position={position:<8} sdpa vs manual logits: max |difference| = {diff:.1e}")
-    assert diff <= 1e-12, position
+    print(f"position={position:<8} sdpa vs manual logits: max |difference| {within(diff, 1e-12)}")
 
 # %% [markdown]
 # ## Why divide by $\sqrt{d_k}$?

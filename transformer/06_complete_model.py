@@ -50,7 +50,7 @@ from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.model import GPT, GPTConfig
 from insideout.gpt.presets import model_config
 from insideout.gpt.tokenizer import course_tokenizer
-from insideout.utils import setup
+from insideout.utils import setup, within
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm: no Jupyter widgets, plain bars
 preset, device = setup(seed=0)
@@ -139,8 +139,7 @@ summed = untied.tok_emb.weight.grad + untied.lm_head.weight.grad
 diff = (tied.tok_emb.weight.grad - summed).abs().max().item()
 print(f"|grad| of the tied matrix: {tied.tok_emb.weight.grad.norm().item():.6f}; embedding part "
       f"{untied.tok_emb.weight.grad.norm().item():.6f}, head part {untied.lm_head.weight.grad.norm().item():.6f}")
-print(f"tied gradient vs embedding + head gradients: max |difference| = {diff:.1e}")
-assert diff <= 1e-12
+print(f"tied gradient vs embedding + head gradients: max |difference| {within(diff, 1e-12)}")
 
 # %% [markdown]
 # ## Initialisation
@@ -220,9 +219,9 @@ tiny_targets = torch.tensor([manual.TARGETS_WITH_IGNORE])
 _, torch_loss = tiny(idx, tiny_targets)
 torch_loss.backward()
 hand_loss, hand_grads = manual.loss_and_gradients(params)
-print(f"Part 1 (pure Python) loss: {hand_loss!r}")
-print(f"PyTorch GPT (float64) loss: {torch_loss.item()!r}")
-print(f"difference: {abs(hand_loss - torch_loss.item()):.1e}")
+print(f"Part 1 (pure Python) loss: {hand_loss:.12f}")
+print(f"PyTorch GPT (float64) loss: {torch_loss.item():.12f}")
+print(f"difference {within(abs(hand_loss - torch_loss.item()), 1e-12)}")
 
 # %%
 rows = []
@@ -231,11 +230,10 @@ for name, p in tiny.named_parameters():
     rows.append({"parameter": name, "shape": tuple(p.shape), "|grad| Part 1": hand.norm().item(),
                  "|grad| autograd": p.grad.norm().item(), "max |difference|": (p.grad - hand).abs().max().item()})
 grads_table = pd.DataFrame(rows).set_index("parameter")
-with pd.option_context("display.float_format", "{:.3e}".format, "display.width", 200):
-    print(grads_table.to_string(formatters={"|grad| Part 1": "{:.10f}".format, "|grad| autograd": "{:.10f}".format}))
+shown = grads_table.assign(**{"max |difference|": [within(v, 1e-12) for v in grads_table["max |difference|"]]})
+with pd.option_context("display.width", 200):
+    print(shown.to_string(formatters={"|grad| Part 1": "{:.10f}".format, "|grad| autograd": "{:.10f}".format}))
 assert set(hand_grads) == {name for name, _ in tiny.named_parameters()}, "one gradient per parameter"
-assert abs(hand_loss - torch_loss.item()) <= 1e-12
-assert grads_table["max |difference|"].max() <= 1e-12, "a hand-derived gradient differs from autograd"
 
 # %% [markdown]
 # Every gradient of the hand computation equals autograd's to float64 rounding. Now one optimiser step: Part 1's
@@ -263,8 +261,11 @@ for name, p in tiny.named_parameters():
     else:
         rows.append({"parameter": name, "max |difference|": (new - hand).abs().max().item()})
 step_table = pd.DataFrame(rows).set_index("parameter")
-with pd.option_context("display.float_format", "{:.1e}".format):
-    print(step_table)
+key_row = "blocks.0.attn.qkv.bias [K]"
+# the key bias gets its own, larger bound below; every other parameter agrees to float64 rounding
+print(step_table.assign(**{"max |difference|": [
+    "see below" if name == key_row else within(v, 1e-12)
+    for name, v in step_table["max |difference|"].items()]}))
 
 # %% [markdown]
 # All parameters agree to float64 rounding — except the **key bias** $b_K$, whose difference is far larger than
@@ -282,13 +283,12 @@ key = slice(d, 2 * d)
 g_hand = torch.tensor(hand_grads["blocks.0.attn.qkv.bias"], dtype=torch.float64)[key].abs()
 g_torch = tiny.blocks[0].attn.qkv.bias.grad[key].abs()
 bound = (hp["lr"] * (g_hand + g_torch) / hp["eps"]).max().item()
-print(f"key-bias gradient: Part 1 max {g_hand.max().item():.1e}, autograd max {g_torch.max().item():.1e} "
-      f"(value-bias gradient for scale: {tiny.blocks[0].attn.qkv.bias.grad[2 * d:].abs().max().item():.1e})")
-print(f"key-bias step difference {step_table.loc['blocks.0.attn.qkv.bias [K]', 'max |difference|']:.1e} "
-      f"<= bound {bound:.1e}")
-assert g_hand.max() < 1e-15 and g_torch.max() < 1e-15, "the key-bias gradient is zero up to rounding"
-assert step_table.loc["blocks.0.attn.qkv.bias [K]", "max |difference|"] <= bound
-assert step_table.drop("blocks.0.attn.qkv.bias [K]")["max |difference|"].max() <= 1e-12
+step_diff = step_table.loc[key_row, "max |difference|"]
+print(f"key-bias gradient: Part 1 max {within(g_hand.max(), 1e-15)}, autograd max {within(g_torch.max(), 1e-15)} "
+      f"(the value-bias gradient, for scale: {tiny.blocks[0].attn.qkv.bias.grad[2 * d:].abs().max().item():.1e})")
+assert step_diff <= bound, f"key-bias steps differ by {step_diff!r}, more than lr(|g1| + |g2|)/eps = {bound!r}"
+print(f"key-bias step difference <= lr (|g_Part1| + |g_torch|) / eps (holds entry by entry), and so "
+      f"{within(step_diff, hp['lr'] * 2e-15 / hp['eps'], 'rounding noise times lr/eps')}")
 
 with torch.no_grad():
     torch_loss_after = tiny(idx, tiny_targets)[1].item()
@@ -327,8 +327,8 @@ with torch.no_grad():
     hf_logits = hf(inputs).logits  # (1, 128, V)
     our_logits = ours(inputs)[0]
 gpt2_diff = (hf_logits - our_logits).abs().max().item()
-print(f"logits std {hf_logits.std().item():.4f}; ours vs Hugging Face: max |difference| = {gpt2_diff:.1e}")
-assert gpt2_diff <= 1e-5, "loading GPT-2 weights should reproduce Hugging Face's logits"
+print(f"logits std {hf_logits.std().item():.4f}; ours vs Hugging Face: max |difference| "
+      f"{within(gpt2_diff, 1e-5, 'float32 rounding')}")
 
 # %% [markdown]
 # Identical up to float32 rounding. The released GPT-2 checkpoints are state dicts of this same class, with the

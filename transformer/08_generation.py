@@ -43,7 +43,7 @@ import torch
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.generate import generate, next_token_distribution, process_logits
 from insideout.gpt.pretrained import load_course_model
-from insideout.utils import setup
+from insideout.utils import setup, within
 
 preset, device = setup(seed=0)
 model, tokenizer = load_course_model(preset, device)
@@ -284,8 +284,9 @@ for name, ours, theirs in [
     a = torch.softmax(process_logits(z_batch, **ours), -1)
     b = torch.softmax(LogitsProcessorList(theirs)(None, z_batch.clone()), -1)
     same_tokens = torch.equal(a > 0, b > 0)
-    print(f"{name:<16} same kept tokens: {same_tokens}, max |Δp| = {(a - b).abs().max().item():.1e}")
-    assert same_tokens and torch.allclose(a, b, atol=1e-6)
+    bound = within((a - b).abs().max(), 1e-6, "float32 rounding")
+    print(f"{name:<16} same kept tokens: {same_tokens}, max |Δp| {bound}")
+    assert same_tokens
 
 # %% [markdown]
 # ## Every method, side by side

@@ -52,7 +52,7 @@ from insideout.gpt import interp
 from insideout.gpt.corpus import shakespeare_works
 from insideout.gpt.induction import InductionConfig, split_losses, train_induction_model
 from insideout.gpt.pretrained import load_course_model
-from insideout.utils import setup
+from insideout.utils import setup, within
 
 preset, device = setup(seed=0)
 model, tokenizer = load_course_model(preset, device)
@@ -123,13 +123,12 @@ for name, tensor in cache.items():
 
 # %%
 plain, _ = model(passage)
-print(f"largest |logit difference| with and without the cache: {(logits - plain).abs().max().item():.2e}")
+print(f"largest |logit difference| with and without the cache "
+      f"{within((logits - plain).abs().max(), 1e-4, 'float32 rounding')}")
 for layer in range(L):
     heads_sum = cache[f"blocks.{layer}.attn.hook_result"].sum(dim=2) + model.blocks[layer].attn.proj.bias
     gap = (heads_sum - cache[f"blocks.{layer}.hook_attn_out"]).abs().max().item()
-    print(f"block {layer}: |sum of head results + bias - attention output| <= {gap:.2e}")
-    assert gap < 1e-5, f"head results of block {layer} do not add up to the attention output"
-assert torch.allclose(logits, plain, atol=1e-4), "caching the activations changed the logits"
+    print(f"block {layer}: |sum of head results + bias - attention output| {within(gap, 1e-5, 'float32 rounding')}")
 
 # %% [markdown]
 # Why is the first difference not exactly zero? Caching an attention *pattern* needs the probabilities written out,
