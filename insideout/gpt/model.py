@@ -20,6 +20,28 @@ from insideout.utils import DictConfig
 POSITIONS = ("learned", "alibi", "rope", "none")
 ACTIVATIONS = ("gelu", "relu", "sigmoid")
 ATTENTION_IMPLS = ("sdpa", "manual")
+NORM_POSITIONS = ("pre", "post")
+
+_POSITIVE_INTS = ("vocab_size", "context_length", "d_model", "n_layer", "n_head")
+_BOOLS = ("bias", "tie_weights", "layer_norm", "residual", "mlp", "scale_attention", "scale_residual_init",
+          "attn_normalize")
+_CHOICES = {"position": POSITIONS, "activation": ACTIVATIONS, "attn_impl": ATTENTION_IMPLS,
+            "norm_position": NORM_POSITIONS}
+
+
+class _DerivedWidth(int):
+    """The MLP width ``4 * d_model`` of a GPTConfig whose ``d_ff`` was not given.
+
+    An ``int`` like any other, except that it remembers being derived: a copy of the config (``dataclasses.replace``,
+    ``GPTConfig(**config.to_dict())``, a checkpoint's metadata) derives it again from its own ``d_model`` instead of
+    carrying the old number over, so ``d_model=32`` never trains with ``d_ff=512``.
+    """
+
+    __slots__ = ()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -31,7 +53,7 @@ class GPTConfig(DictConfig):
     d_model: int = 128
     n_layer: int = 4
     n_head: int = 4
-    d_ff: int | None = None  # None means 4 * d_model
+    d_ff: int | None = None  # MLP width; None (default) = 4 * d_model, derived (see _DerivedWidth)
     dropout: float = 0.0
     bias: bool = True
     position: str = "learned"  # learned | alibi | rope | none
@@ -46,35 +68,54 @@ class GPTConfig(DictConfig):
     init_std: float = 0.02
     ln_eps: float = 1e-5
     attn_impl: str = "sdpa"  # sdpa (F.scaled_dot_product_attention) | manual (written out)
+    norm_position: str = "pre"  # pre: x + f(ln(x)) (GPT-2) | post: ln(x + f(x)) (the original transformer)
+    attn_normalize: bool = True  # False: attention weights exp(score), not divided by their row sum (no softmax)
 
     def __post_init__(self) -> None:
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head", "d_ff"):
+        for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GPTConfig.{name}={value!r}: must be a positive integer")
+        if self.d_ff is None or isinstance(self.d_ff, _DerivedWidth):
+            self.d_ff = _DerivedWidth(4 * self.d_model)
+        elif not isinstance(self.d_ff, int) or isinstance(self.d_ff, bool) or self.d_ff < 1:
+            raise ValueError(f"GPTConfig.d_ff={self.d_ff!r}: must be a positive integer, or None for 4 * d_model")
         if self.d_model % self.n_head != 0:
             raise ValueError(
                 f"GPTConfig.d_model={self.d_model} is not divisible by n_head={self.n_head}: "
                 f"choose n_head among the divisors of d_model"
             )
-        if self.position not in POSITIONS:
-            raise ValueError(f"GPTConfig.position={self.position!r}: choose one of {', '.join(POSITIONS)}")
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"GPTConfig.{name}={value!r}: choose one of {', '.join(choices)}")
+        for name in _BOOLS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"GPTConfig.{name}={value!r}: must be True or False")
         if self.position == "rope" and self.head_dim % 2:
             raise ValueError(f"GPTConfig.position='rope' needs an even head dimension, got {self.head_dim}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"GPTConfig.activation={self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        if self.attn_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"GPTConfig.attn_impl={self.attn_impl!r}: choose one of {', '.join(ATTENTION_IMPLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout={self.dropout!r}: must be in [0, 1)")
-        if self.init_std <= 0 or self.ln_eps <= 0 or self.rope_base <= 0:
-            raise ValueError("GPTConfig.init_std, ln_eps and rope_base must be positive")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:  # (NaN fails the comparison too)
+            raise ValueError(f"GPTConfig.dropout={self.dropout!r}: must be a number in [0, 1)")
+        for name in ("init_std", "ln_eps", "rope_base"):
+            value = getattr(self, name)
+            if not _is_number(value) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"GPTConfig.{name}={value!r}: must be a finite number > 0")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def d_ff_derived(self) -> bool:
+        """True when ``d_ff`` was not given and is ``4 * d_model``."""
+        return isinstance(self.d_ff, _DerivedWidth)
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields; a derived ``d_ff`` is written as None, so a copy derives it again."""
+        out = super().to_dict()
+        out["d_ff"] = None if self.d_ff_derived else int(self.d_ff)
+        return out
 
 
 class HookPoint(nn.Identity):
@@ -87,12 +128,18 @@ class HookPoint(nn.Identity):
 class KVCache:
     """Per-layer key/value buffers for incremental decoding, preallocated to ``max_len`` positions.
 
-    Keys are stored after RoPE is applied, so a cached key never needs rotating again.
+    Keys are stored after RoPE is applied, so a cached key never needs rotating again. ``length`` positions are
+    filled, the same number in every row; with left-padded batches, ``GPT.forward``'s ``attention_mask`` says which
+    of them are real tokens.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None,
                  device=None, dtype: torch.dtype = torch.float32):
         max_len = config.context_length if max_len is None else max_len
+        for name, value in (("batch_size", batch_size), ("max_len", max_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"KVCache {name}={value!r}: must be a positive integer "
+                                 f"(max_len: positions to hold, at most context_length={config.context_length})")
         if max_len > config.context_length:
             raise ValueError(f"KVCache max_len={max_len} exceeds the model's context_length={config.context_length}")
         shape = (batch_size, config.n_head, max_len, config.head_dim)  # (batch, head, position, d_head)
@@ -100,6 +147,10 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.max_len = max_len
         self.length = 0  # positions already stored
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new keys/values after the stored ones and return all of them for this layer."""
@@ -115,6 +166,12 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the given rows (a LongTensor of row indices, in the new order): drops finished sequences."""
+        rows = rows.to(self.k[0].device)
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
@@ -161,6 +218,108 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+class AttentionInputs:
+    """What every attention layer of one forward pass shares: positions, the mask, RoPE tables, the ALiBi bias.
+
+    Built once per ``GPT.forward`` (not once per layer). Two cases:
+
+    * no ``attention_mask`` — every row is real: query i sits at position ``offset + i`` and sees keys ``0..i``;
+    * an ``attention_mask`` (B, offset + T), True for real tokens — the position of a real token is the number of
+      real tokens before it in its row (for a left-padded row: counted from its first real token), and a query sees
+      the real keys at or before it. A padding query sees only itself, so no row of the softmax is empty; its output
+      is meaningless and no real position reads it.
+
+    Tensors that depend on the activations' dtype (the additive mask, the RoPE tables, the bias) are made on first
+    use in that dtype and reused by the next layers.
+    """
+
+    def __init__(self, config: GPTConfig, batch: int, T: int, offset: int, device: torch.device,
+                 attention_mask: torch.Tensor | None = None, rope_table=None):
+        self.config, self.T, self.offset, self.Tk = config, T, offset, offset + T
+        self.padded = attention_mask is not None
+        self._memo: dict = {}
+        q_index = torch.arange(offset, offset + T, device=device)  # where each query sits in the buffer
+        k_index = torch.arange(self.Tk, device=device)
+        self.causal = k_index[None, :] <= q_index[:, None]  # (Tq, Tk) True where attending is allowed
+        if not self.padded:
+            self.q_pos, self.k_pos = q_index, k_index  # (T,), (Tk,)
+            self.allowed = self.causal
+            self._rope = None
+            if config.position == "rope":
+                cos, sin = rope_cos_sin(config.head_dim, q_index, config.rope_base)
+                self._rope = (cos.to(device), sin.to(device))  # (T, head_dim) float64
+            return
+        real = attention_mask
+        positions = (real.long().cumsum(dim=-1) - 1).clamp_(min=0)  # (B, Tk) real tokens before each one
+        self.q_pos, self.k_pos = positions[:, offset:], positions  # (B, T), (B, Tk)
+        self_only = k_index[None, :] == q_index[:, None]  # (Tq, Tk)
+        self.allowed = self.causal[None] & (real[:, None, :] | self_only[None])  # (B, Tq, Tk)
+        self._rope = None
+        if config.position == "rope":
+            cos, sin = rope_table if rope_table is not None else rope_cos_sin(
+                config.head_dim, torch.arange(config.context_length, device=device), config.rope_base)
+            self._rope = (cos[self.q_pos][:, None], sin[self.q_pos][:, None])  # (B, 1, T, head_dim)
+
+    @property
+    def token_positions(self) -> torch.Tensor:
+        """Positions of the new tokens: (T,) shared by every row, or (B, T) with a mask."""
+        return self.q_pos
+
+    def rope(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("rope", dtype)
+        if key not in self._memo:
+            self._memo[key] = tuple(t.to(dtype) for t in self._rope)
+        return self._memo[key]
+
+    def alibi(self, dtype: torch.dtype) -> torch.Tensor:
+        """-slope_h * (query position - key position): (H, Tq, Tk), or (B, H, Tq, Tk) with a mask."""
+        key = ("alibi", dtype)
+        if key not in self._memo:
+            n_head = self.config.n_head
+            if not self.padded:
+                bias = alibi_bias(n_head, self.q_pos.cpu(), self.k_pos.cpu())
+            else:
+                distance = (self.q_pos[:, :, None] - self.k_pos[:, None, :]).cpu().to(torch.float64)
+                bias = -alibi_slopes(n_head)[None, :, None, None] * distance[:, None]  # (B, H, Tq, Tk)
+            self._memo[key] = bias.to(device=self.causal.device, dtype=dtype)
+        return self._memo[key]
+
+    def score_mask(self) -> torch.Tensor:
+        """Boolean allowed-mask broadcastable to the scores (B, H, Tq, Tk)."""
+        return self.allowed if not self.padded else self.allowed[:, None]
+
+    def sdpa_mask(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The additive mask for F.scaled_dot_product_attention (0 or -inf, plus the ALiBi bias), or None."""
+        key = ("sdpa", dtype)
+        if key not in self._memo:
+            bias = self.alibi(dtype) if self.config.position == "alibi" else None
+            if bias is None and self.offset == 0 and not self.padded:
+                mask = None  # is_causal=True does it
+            else:
+                shape = (self.T, self.Tk) if not self.padded else (self.allowed.shape[0], 1, self.T, self.Tk)
+                mask = torch.zeros(shape, device=self.causal.device, dtype=dtype).masked_fill(
+                    ~self.score_mask(), float("-inf"))
+                mask = mask if bias is None else mask + bias
+            self._memo[key] = mask
+        return self._memo[key]
+
+
+def _check_attention_mask(mask, batch: int, total: int) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"attention_mask must be a tensor of shape (batch, cached + new tokens), got "
+                         f"{type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        if mask.dtype.is_floating_point or mask.dtype.is_complex or (mask.numel() and (
+                int(mask.min()) < 0 or int(mask.max()) > 1)):
+            raise ValueError(f"attention_mask must be bool (True = real token), got dtype {mask.dtype}"
+                             f"{'' if mask.dtype.is_floating_point else ' with values other than 0 and 1'}")
+        mask = mask.bool()
+    if tuple(mask.shape) != (batch, total):
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, expected ({batch}, {total}): one column per "
+                         f"cached and new position (True = real token, False = padding)")
+    return mask
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
@@ -173,46 +332,41 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.scale = 1.0 / math.sqrt(self.head_dim) if config.scale_attention else 1.0
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (B, T, H, d_head)
-        self.hook_pattern = HookPoint()  # (B, H, Tq, Tk) attention probabilities
+        self.hook_pattern = HookPoint()  # (B, H, Tq, Tk) attention weights (probabilities unless attn_normalize=False)
         self.hook_z = HookPoint()  # (B, T, H, d_head) per-head weighted values, before W_O
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                inputs: AttentionInputs | None = None) -> torch.Tensor:
         B, T, C = x.shape  # (batch, seq, d_model)
-        offset = cache.length if cache is not None else 0
+        if inputs is None:  # called on its own: every token real, positions from the cache's length
+            offset = cache.length if cache is not None else 0
+            inputs = AttentionInputs(self.config, B, T, offset, x.device)
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, T, H, d_head); hooks see this layout, attention wants (B, H, T, d_head)
         q = self.hook_q(q.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
         k = self.hook_k(k.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
         v = self.hook_v(v.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)
-        q_pos = torch.arange(offset, offset + T, device=x.device)
         if self.config.position == "rope":
-            cos, sin = rope_cos_sin(self.head_dim, q_pos, self.config.rope_base)
-            cos, sin = cos.to(x.device), sin.to(x.device)
+            cos, sin = inputs.rope(q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, offset + T, d_head)
-        Tk = k.shape[2]
-        k_pos = torch.arange(Tk, device=x.device)
-        causal = k_pos[None, :] <= q_pos[:, None]  # (Tq, Tk) True where attending is allowed
-        bias = None
-        if self.config.position == "alibi":
-            bias = alibi_bias(self.n_head, q_pos.cpu(), k_pos.cpu()).to(device=x.device, dtype=q.dtype)
-        if self.config.attn_impl == "manual" or self.hook_pattern.has_hooks():
+        if (self.config.attn_impl == "manual" or not self.config.attn_normalize
+                or self.hook_pattern.has_hooks()):
             scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, Tq, Tk)
-            if bias is not None:
-                scores = scores + bias
-            scores = scores.masked_fill(~causal, float("-inf"))
-            pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+            if self.config.position == "alibi":
+                scores = scores + inputs.alibi(q.dtype)
+            scores = scores.masked_fill(~inputs.score_mask(), float("-inf"))
+            if self.config.attn_normalize:
+                weights = torch.softmax(scores, dim=-1)
+            else:  # exp(score) of the allowed keys, 0 for the others; no division by the row sum
+                weights = torch.exp(scores)
+            pattern = self.hook_pattern(weights)
             y = self.attn_dropout(pattern) @ v  # (B, H, Tq, d_head)
         else:
-            if bias is None and offset == 0:
-                mask, is_causal = None, True
-            else:
-                mask = torch.zeros(T, Tk, device=x.device, dtype=q.dtype).masked_fill(~causal, float("-inf"))
-                mask = mask if bias is None else mask + bias
-                is_causal = False
+            mask = inputs.sdpa_mask(q.dtype)
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
                 dropout_p=self.config.dropout if self.training else 0.0,
             )
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, d_head)
@@ -239,11 +393,17 @@ def _layer_norm(config: GPTConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+    """A transformer block. Pre-LN (default): x + attn(ln1(x)), then x + mlp(ln2(x)).
+
+    Post-LN (``norm_position="post"``, the original transformer's placement): ln1(x + attn(x)), then
+    ln2(x + mlp(x)). ``hook_resid_mid`` / ``hook_resid_post`` are the stream after each sublayer (after its
+    LayerNorm in post-LN).
+    """
 
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.residual = config.residual
+        self.post_norm = config.norm_position == "post"
         self.ln1 = _layer_norm(config)
         self.attn = CausalSelfAttention(config, layer)
         self.ln2 = _layer_norm(config) if config.mlp else None
@@ -254,9 +414,17 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                inputs: AttentionInputs | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        a = self.hook_attn_out(self.attn(self.ln1(x), cache))
+        if self.post_norm:
+            a = self.hook_attn_out(self.attn(x, cache, inputs))
+            x = self.hook_resid_mid(self.ln1(x + a if self.residual else a))
+            if self.mlp is None:
+                return self.hook_resid_post(x)
+            m = self.hook_mlp_out(self.mlp(x))
+            return self.hook_resid_post(self.ln2(x + m if self.residual else m))
+        a = self.hook_attn_out(self.attn(self.ln1(x), cache, inputs))
         x = self.hook_resid_mid(x + a if self.residual else a)
         if self.mlp is None:
             return self.hook_resid_post(x)
@@ -267,17 +435,21 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}: build one with GPTConfig(...)")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context_length, config.d_model) if config.position == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        self.ln_f = _layer_norm(config)
+        # post-LN blocks already end in a LayerNorm: no final one (as in the original transformer)
+        self.ln_f = _layer_norm(config) if config.norm_position == "pre" else nn.Identity()
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.tok_emb.weight  # one matrix: embeds tokens and scores them
         self.hook_embed = HookPoint()  # (B, T, d_model) token embeddings (+ positions), before block 0
         self.hook_final = HookPoint()  # (B, T, d_model) after the final LayerNorm
+        self._rope_tables: dict = {}  # device -> RoPE cos/sin at every position (for padded batches)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -307,7 +479,10 @@ class GPT(nn.Module):
                 n -= self.pos_emb.weight.numel()
         return n
 
-    def _check_input(self, idx: torch.Tensor, offset: int) -> None:
+    def _check_input(self, idx, offset: int) -> None:
+        if not isinstance(idx, torch.Tensor):
+            raise ValueError(f"GPT expects a tensor of token ids of shape (batch, seq), got a "
+                             f"{type(idx).__name__}: pass torch.tensor([ids]) for one sequence")
         if idx.dim() != 2:
             raise ValueError(f"GPT expects token ids of shape (batch, seq), got shape {tuple(idx.shape)}")
         if idx.dtype not in (torch.int64, torch.int32):
@@ -324,25 +499,61 @@ class GPT(nn.Module):
                 f"was the text encoded with a different tokenizer?"
             )
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """Logits (batch, seq, vocab) and, if targets are given, the mean cross-entropy (ignore_index -100)."""
+    def _check_targets(self, targets, idx: torch.Tensor) -> None:
+        if not isinstance(targets, torch.Tensor):
+            raise ValueError(f"targets must be a tensor of token ids like the input, got {type(targets).__name__}")
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets shape {tuple(targets.shape)} must equal input shape {tuple(idx.shape)}")
+        if targets.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"targets must be integer token ids (int64), got dtype {targets.dtype}: the loss is "
+                             f"cross-entropy against the next token's id, not a probability")
+        V = self.config.vocab_size
+        ignored = targets == -100
+        if not bool(((targets >= 0) & (targets < V) | ignored).all()):
+            bad = targets[~ignored & ((targets < 0) | (targets >= V))]
+            raise ValueError(f"targets must lie in [0, {V}) or be -100 (ignored), got {sorted(set(bad.tolist()))[:5]}")
+        if targets.numel() == 0 or bool(ignored.all()):
+            raise ValueError("every target is -100 (ignored): the mean loss over no tokens is undefined (NaN); "
+                             "keep at least one target, or skip this batch")
+
+    def _rope_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._rope_tables:
+            c = self.config
+            cos, sin = rope_cos_sin(c.head_dim, torch.arange(c.context_length), c.rope_base)
+            self._rope_tables[device] = (cos.to(device), sin.to(device))
+        return self._rope_tables[device]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None):
+        """Logits (batch, seq, vocab) and, if targets are given, the mean cross-entropy (ignore_index -100).
+
+        ``attention_mask`` (batch, cached + new positions), bool, True for real tokens, runs a padded batch: each
+        row's positions count its real tokens only and no real token attends to padding (see
+        ``AttentionInputs``), so every real position gets the logits it would get with its row run alone, up to
+        float rounding. With a cache, pass the mask of all positions so far (the cache keeps no mask). Padding
+        positions get meaningless logits: give them target -100.
+        """
         offset = cache.length if cache is not None else 0
         self._check_input(idx, offset)
         B, T = idx.shape
+        if attention_mask is not None:
+            attention_mask = _check_attention_mask(attention_mask, B, offset + T).to(idx.device)
+        rope_table = (self._rope_table(idx.device)
+                      if attention_mask is not None and self.config.position == "rope" else None)
+        inputs = AttentionInputs(self.config, B, T, offset, idx.device, attention_mask, rope_table)
         x = self.tok_emb(idx)  # (B, T, d_model)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(offset, offset + T, device=idx.device))  # broadcast over batch
+            x = x + self.pos_emb(inputs.token_positions)  # (T,) broadcast over the batch, or (B, T)
         x = self.drop(self.hook_embed(x))
         for block in self.blocks:
-            x = block(x, cache)
+            x = block(x, cache, inputs)
         if cache is not None:
             cache.advance(T)
         x = self.hook_final(self.ln_f(x))
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets shape {tuple(targets.shape)} must equal input shape {tuple(idx.shape)}")
+            self._check_targets(targets, idx)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
