@@ -524,8 +524,11 @@ class GPT(nn.Module):
         return self._rope_tables[device]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None):
+                attention_mask: torch.Tensor | None = None, *, last_only: bool = False):
         """Logits (batch, seq, vocab) and, if targets are given, the mean cross-entropy (ignore_index -100).
+
+        ``last_only=True`` computes the logits of the last position only, (batch, 1, vocab): what decoding needs,
+        without the LM head's cost at every prompt position (no targets then).
 
         ``attention_mask`` (batch, cached + new positions), bool, True for real tokens, runs a padded batch: each
         row's positions count its real tokens only and no real token attends to padding (see
@@ -535,6 +538,8 @@ class GPT(nn.Module):
         """
         offset = cache.length if cache is not None else 0
         self._check_input(idx, offset)
+        if last_only and targets is not None:
+            raise ValueError("last_only=True computes no logits for the loss: drop targets or last_only")
         B, T = idx.shape
         if attention_mask is not None:
             attention_mask = _check_attention_mask(attention_mask, B, offset + T).to(idx.device)
@@ -550,7 +555,7 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         x = self.hook_final(self.ln_f(x))
-        logits = self.lm_head(x)  # (B, T, vocab)
+        logits = self.lm_head(x[:, -1:] if last_only else x)  # (B, T, vocab), or (B, 1, vocab)
         loss = None
         if targets is not None:
             self._check_targets(targets, idx)
