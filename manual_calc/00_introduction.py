@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Introduction: one training step, by hand
+# # 00 · Introduction: one training step, by hand
 #
 # A language model learns by repeating one step millions of times: read some text, predict every next token,
 # measure how wrong the predictions were, work out how each weight contributed to the error, and nudge every weight
@@ -28,7 +28,7 @@
 # [Part 2](../transformer/00_introduction.ipynb) builds in PyTorch and trains on Shakespeare, only smaller. The
 # course's tests load the weights of this chapter into that PyTorch model in 64-bit floating point and check that
 # the logits, the loss, the gradient of every parameter and the parameters after one `torch.optim.AdamW` step agree
-# with the hand calculation to within $10^{-12}$. [Part 2 · The complete model](../transformer/06_complete_model.ipynb)
+# with the hand calculation to within $10^{-12}$. Part 2's [chapter 06](../transformer/06_complete_model.ipynb)
 # runs that comparison in the book; Part 1 itself imports nothing but the standard library and the course's
 # pure-Python module `insideout.manual`.
 
@@ -102,20 +102,20 @@ for key in ("vocab_size", "context_length", "d_model", "n_layer", "n_head", "d_h
 
 # %% [markdown]
 # $d_{\text{model}} = 16$ is the width of the residual stream (every token is a vector of 16 numbers between the
-# layers), the $h = 2$ attention heads work in $d_k = d_{\text{model}} / h = 8$ dimensions each, and the
+# layers), the $n_h = 2$ attention heads work in $d_k = d_{\text{model}} / n_h = 8$ dimensions each, and the
 # feed-forward layer widens to $d_{\text{ff}} = 4\, d_{\text{model}} = 64$ — the same ratios as GPT-2, at a size
 # where a matrix fits on a screen.
 #
 # ## Tying the output layer to the embedding
 #
-# The last step, $Z = H E^\top$, reuses the token embedding matrix $E$ as the output layer (the "LM head"): the logit
-# of token $j$ at position $t$ is the dot product of the final vector $H_t$ with that token's embedding $E_j$. This
-# is **weight tying** {cite}`press2017using`. GPT-2 does it, and so does the course's PyTorch GPT, so Part 1 does too.
-# Two reasons make it attractive: the model has one matrix of $V \times d_{\text{model}}$ numbers instead of two
-# ($V$ is the vocabulary size; the saving is measured for GPT-2 below), and the input and output sides of the model
-# share one notion of which tokens are similar. The price shows up in backpropagation: $E$ is used twice, once
-# to look up the inputs and once to score the outputs, so its gradient is the **sum of two contributions**, one from
-# each use ([chapter 09](09_backpropagation.ipynb) computes both).
+# The last step, $Z = H E^\top$, reuses the token embedding matrix $E$ as the output layer (the "LM head"): the logit of
+# token $j$ at position $t$ is the dot product of the final vector $H_t$ with that token's embedding $E_j$. This is
+# **weight tying** {cite}`press2017using`. GPT-2 does it, and so does the course's PyTorch GPT, so Part 1 does too. Two
+# reasons make it attractive: the model has one matrix of $|\mathcal V| \times d_{\text{model}}$ numbers instead of two
+# ($|\mathcal V|$ is the size of the vocabulary $\mathcal V$; the saving is measured for GPT-2 below), and the input and
+# output sides of the model share one notion of which tokens are similar. The price shows up in backpropagation: $E$ is
+# used twice, once to look up the inputs and once to score the outputs, so its gradient is the **sum of two
+# contributions**, one from each use ([chapter 09](09_backpropagation.ipynb) computes both).
 #
 # ## The model card
 #
@@ -147,7 +147,7 @@ table(rows, ["state-dict name", "symbol", "shape", "numbers", "initial distribut
 
 # %% [markdown]
 # The total is computed from the shapes above. It must also follow from the sizes alone: the embeddings hold
-# $(V + T_{\max})\, d$ numbers, each LayerNorm $2d$, the fused projection $3d^2 + 3d$, the output projection
+# $(|\mathcal V| + T_{\max})\, d$ numbers, each LayerNorm $2d$, the fused projection $3d^2 + 3d$, the output projection
 # $d^2 + d$, the feed-forward layers $d\, d_{\text{ff}} + d_{\text{ff}}$ and $d_{\text{ff}}\, d + d$, where
 # $d = d_{\text{model}}$ and $T_{\max}$ is the context length. Counting them again that way, and once more by
 # counting the numbers actually stored:
@@ -161,7 +161,7 @@ print(f"from the shapes: {total}   from the formula: {by_formula}   numbers stor
 assert total == by_formula == stored, "the three parameter counts must agree"
 
 # %% [markdown]
-# The same formula, with GPT-2 small's sizes {cite}`radford2019language` ($V = 50257$, $T_{\max} = 1024$,
+# The same formula, with GPT-2 small's sizes {cite}`radford2019language` ($|\mathcal V| = 50257$, $T_{\max} = 1024$,
 # $d = 768$, 12 blocks, $d_{\text{ff}} = 3072$), gives its parameter count, and shows what tying saves there:
 
 # %%
@@ -202,11 +202,11 @@ print(f"  biases all zero: {all(x == 0 for n, v in gpt2_like.items() if n.endswi
 # or not the code does it. So Part 1 uses a different, documented initialisation, drawn by
 # `random.Random(0).gauss` tensor by tensor in the order of the model card:
 #
-# - a weight matrix with fan-in $n$ (its number of columns, the length of the vectors it multiplies) gets entries
-#   from $\mathcal N(0, 1/n)$, so that each output of $x W^\top$ has about the variance of the entries of $x$:
-#   standard deviation $1/\sqrt{16} = 0.25$ for every matrix that reads 16 numbers and $1/\sqrt{64} = 0.125$ for the
-#   feed-forward layer's second matrix; the embedding matrix $E$ is read by the tied LM head with fan-in 16, and $P$
-#   gets the same scale so that tokens and positions weigh equally;
+# - a weight matrix with fan-in $d_{\text{in}}$ (its number of columns, the length of the vectors it multiplies) gets
+#   entries from $\mathcal N(0, 1/d_{\text{in}})$, so that each output of $x W^\top$ has about the variance of the
+#   entries of $x$: standard deviation $1/\sqrt{16} = 0.25$ for every matrix that reads 16 numbers and $1/\sqrt{64} =
+#   0.125$ for the feed-forward layer's second matrix; the embedding matrix $E$ is read by the tied LM head with fan-in
+#   16, and $P$ gets the same scale so that tokens and positions weigh equally;
 # - biases get $\mathcal N(0, 0.1^2)$;
 # - LayerNorm gains get $1 + \mathcal N(0, 0.1^2)$ and shifts $\mathcal N(0, 0.1^2)$;
 # - every value is rounded to 4 decimals, so the tables you will see show the weights **exactly**.

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Tokenization and embeddings
+# # 01 · Tokenization and embeddings
 #
 # A transformer computes with vectors, not with words. Before anything else happens, the text must become a
 # sequence of integers (tokenization), and each integer must become a vector of $d_{\text{model}}$ numbers
@@ -57,19 +57,21 @@ assert ids == M.tokenize(M.TEXT) == M.TOKENS, "our tokenizer must agree with the
 # %% [markdown]
 # A word-level vocabulary works for one sentence but not for real text: any word it has not seen is lost. Real
 # models use subword tokenizers such as byte-pair encoding, which can spell any string from pieces;
-# [Part 2 · Tokens and positions](../transformer/01_tokens_and_positions.ipynb) trains one on Shakespeare. For
+# Part 2's [chapter 01](../transformer/01_tokens_and_positions.ipynb) trains one on Shakespeare. For
 # everything that follows, only the ids matter.
 #
 # ## Token embeddings: a lookup is a matrix product
 #
-# The token embedding matrix $E \in \mathbb{R}^{V \times d_{\text{model}}}$ (here $6 \times 16$) holds one learned
-# row per vocabulary entry. Embedding a token means reading its row: token id $i$ becomes $E_i$, row $i$ of $E$.
+# The token embedding matrix $E \in \mathbb{R}^{|\mathcal V| \times d_{\text{model}}}$ (here $6 \times 16$, for the
+# $|\mathcal V| = 6$ tokens of the vocabulary $\mathcal V$) holds one learned row per vocabulary entry. Embedding a
+# token means reading its row: token id $i$ becomes $E_i$, row $i$ of $E$.
 #
 # It helps to see the same lookup as linear algebra. Write the ids as a **one-hot** matrix
-# $O \in \{0, 1\}^{T \times V}$, with $O_{t,i} = 1$ if the token at position $t$ has id $i$ and 0 otherwise. Then
+# $\Omega \in \{0, 1\}^{T \times |\mathcal V|}$, with $\Omega_{t,i} = 1$ if the token at position $t$ has id $i$ and 0
+# otherwise. Then
 #
 # $$
-# (O E)_{t} = \sum_{i=0}^{V-1} O_{t,i}\, E_i = E_{\text{id}_t},
+# (\Omega E)_{t} = \sum_{i=0}^{|\mathcal V|-1} \Omega_{t,i}\, E_i = E_{\text{id}_t},
 # $$
 #
 # because exactly one term of the sum is non-zero. The lookup is a matrix product with a matrix of zeros and ones —
@@ -78,7 +80,7 @@ assert ids == M.tokenize(M.TEXT) == M.TOKENS, "our tokenizer must agree with the
 # %%
 V, d = len(M.VOCAB), len(params["tok_emb.weight"][0])
 one_hot = [[1 if i == token else 0 for i in range(V)] for token in ids]
-show(one_hot, "one-hot O", row_labels=[M.VOCAB[i] for i in ids], col_labels=M.VOCAB)
+show(one_hot, "one-hot Ω", row_labels=[M.VOCAB[i] for i in ids], col_labels=M.VOCAB)
 
 # %%
 E = params["tok_emb.weight"]
@@ -91,9 +93,9 @@ assert looked_up == as_product, "indexing rows and multiplying by the one-hot ma
 show(looked_up, "E_ids: token embeddings", row_labels=[M.VOCAB[i] for i in ids])
 
 # %% [markdown]
-# The two ways give identical numbers (not merely close: each entry is one weight times 1 plus zeros). Indexing is
-# what every library does, because multiplying by a matrix that is almost all zeros wastes
-# $T \cdot V \cdot d_{\text{model}}$ multiplications — for GPT-2 that would be 50,257 of them per number produced.
+# The two ways give identical numbers (not merely close: each entry is one weight times 1 plus zeros). Indexing is what
+# every library does, because multiplying by a matrix that is almost all zeros wastes $T \cdot |\mathcal V| \cdot
+# d_{\text{model}}$ multiplications — for GPT-2 that would be 50,257 of them per number produced.
 #
 # ## Position embeddings
 #
@@ -108,7 +110,7 @@ show(looked_up, "E_ids: token embeddings", row_labels=[M.VOCAB[i] for i in ids])
 # $$
 #
 # Because the vectors are added, not concatenated, token and position share the same 16 dimensions; training decides
-# how to use them. [Part 2 · Tokens and positions](../transformer/01_tokens_and_positions.ipynb) compares this with
+# how to use them. Part 2's [chapter 01](../transformer/01_tokens_and_positions.ipynb) compares this with
 # the two alternatives modern models use, ALiBi and rotary embeddings (RoPE).
 
 # %%

@@ -11,16 +11,17 @@
 # ---
 
 # %% [markdown]
-# # Q, K, V projections
+# # 02 · Q, K, V projections
 #
 # Attention lets each token gather information from the tokens before it. To do that, every token plays three
 # roles, and gets one vector for each:
 #
-# - a **query** $q$: what this token is looking for;
-# - a **key** $k$: what this token offers to be found by;
-# - a **value** $v$: what this token hands over when it is found.
+# - a **query**: what this token is looking for;
+# - a **key**: what this token offers to be found by;
+# - a **value**: what this token hands over when it is found.
 #
-# Token $i$ will attend to token $j$ in proportion to how well $q_i$ matches $k_j$, and receive a mix of the $v_j$
+# Stacked over the tokens they form three matrices $Q$, $K$ and $V$, one row per token. Token $i$ will attend to
+# token $j$ in proportion to how well its query $Q_i$ matches the key $K_j$, and receive a mix of the values $V_j$
 # ([chapter 03](03_attention.ipynb)). All three vectors are linear functions of the same input row, with separate
 # learned weights. This chapter computes them from the $X$ of [chapter 01](01_tokenization_embeddings.ipynb).
 
@@ -78,19 +79,19 @@ show(Xt, "X̃ = LN₁(X)", row_labels=rows)
 # Queries, keys and values need three such layers, $16 \to 16$ each. The model stores them as **one** layer
 # $16 \to 48$: the weight `blocks.0.attn.qkv.weight` stacks $W_Q$, $W_K$ and $W_V$ on top of each other (rows 0–15,
 # 16–31, 32–47), and the bias stacks $b_Q$, $b_K$, $b_V$ the same way. One big matrix product is faster on real
-# hardware than three small ones; [Part 2 · Multi-head attention](../transformer/03_multi_head_attention.ipynb)
-# measures by how much.
+# hardware than three small ones; Part 2's [chapter 03](../transformer/03_multi_head_attention.ipynb) measures by how
+# much. The weight, shown as its three blocks:
 
 # %%
 W_qkv, b_qkv = params["blocks.0.attn.qkv.weight"], params["blocks.0.attn.qkv.bias"]
 d = len(X[0])
 W_Q, W_K, W_V = W_qkv[0:d], W_qkv[d:2 * d], W_qkv[2 * d:3 * d]  # each (16, 16)
 b_Q, b_K, b_V = b_qkv[0:d], b_qkv[d:2 * d], b_qkv[2 * d:3 * d]  # each (16,)
-show(W_qkv, "[W_Q; W_K; W_V] = blocks.0.attn.qkv.weight",
-     row_labels=[f"{'QKV'[r // d]}{r % d}" for r in range(3 * d)])
+side_by_side(*(show(block, f"{name} = qkv.weight rows {j * d}–{j * d + d - 1}", row_labels=range(j * d, j * d + d))
+               for j, (name, block) in enumerate((("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V)))))
 
 # %%
-show(b_qkv, "[b_Q; b_K; b_V] = blocks.0.attn.qkv.bias")
+side_by_side(show(b_Q, "b_Q"), show(b_K, "b_K"), show(b_V, "b_V"))
 
 # %% [markdown]
 # Here is the linear layer written out, and one entry of $Q$ computed term by term — the query of token `I`
@@ -125,10 +126,10 @@ show(qkv, "X̃ W_qkvᵀ + b_qkv = [Q | K | V]", row_labels=rows,
 #
 # ## Splitting into heads
 #
-# The model has $h = 2$ attention heads, and each works with its own slice of $d_k = 8$ dimensions: head 0 uses
-# columns 0–7 of $Q$, $K$ and $V$, head 1 uses columns 8–15. No numbers are computed here; it is only a matter of
-# which columns belong to which head. Writing $Q^{(h)} \in \mathbb{R}^{5 \times 8}$ for head $h$'s slice (and
-# likewise $K^{(h)}$, $V^{(h)}$):
+# The model has $n_h = 2$ attention heads, and each works with its own slice of $d_k = d_{\text{model}} / n_h = 8$
+# dimensions: head 0 uses columns 0–7 of $Q$, $K$ and $V$, head 1 uses columns 8–15. No numbers are computed here; it is
+# only a matter of which columns belong to which head. Writing $Q^{(h)} \in \mathbb{R}^{5 \times 8}$ for head $h$'s
+# slice (and likewise $K^{(h)}$, $V^{(h)}$):
 
 # %%
 n_head = M.TINY_CONFIG["n_head"]

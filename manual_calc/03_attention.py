@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Attention
+# # 03 · Attention
 #
 # Attention is the one place in a transformer where tokens exchange information. Everything else — the
 # projections, the feed-forward network, the layer normalisations — works on each position separately. In this
@@ -36,9 +36,11 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 
 # %%
 import math
+import random
 
 from insideout import manual as M
 from insideout.display import show, side_by_side
+from insideout.manual import within
 
 params = M.initial_parameters()  # the weights of chapter 00, seed 0
 acts = M.forward(params)  # the library's forward pass: the same numbers chapters 01-02 computed in view
@@ -53,7 +55,8 @@ side_by_side(show(Q[0], "Q⁽⁰⁾", row_labels=rows), show(K[0], "K⁽⁰⁾",
 # %% [markdown]
 # ## Scores: how well each query matches each key
 #
-# The raw score of query $i$ against key $j$ is their dot product, $q_i \cdot k_j = \sum_{c=0}^{d_k-1} Q_{ic} K_{jc}$.
+# The raw score of query $i$ against key $j$ is the dot product of row $i$ of $Q$ with row $j$ of $K$,
+# $Q_i \cdot K_j = \sum_{c=0}^{d_k-1} Q_{ic} K_{jc}$.
 # All of them at once are the matrix product $Q K^\top \in \mathbb{R}^{T \times T}$: row $i$ belongs to the token
 # that asks, column $j$ to the token that is asked. For example, how strongly `like` (row 2) matches `I`
 # (column 1) in head 0:
@@ -61,19 +64,60 @@ side_by_side(show(Q[0], "Q⁽⁰⁾", row_labels=rows), show(K[0], "K⁽⁰⁾",
 # %%
 q, k = Q[0], K[0]
 raw = [[sum(q[i][c] * k[j][c] for c in range(d_k)) for j in range(T)] for i in range(T)]  # (T, T)
-print("q_2 · k_1 = " + " + ".join(f"({q[2][c]:.4f})({k[1][c]:.4f})" for c in range(3)) + " + ...")
+print("Q_2 · K_1 = " + " + ".join(f"({q[2][c]:.4f})({k[1][c]:.4f})" for c in range(3)) + " + ...")
 print(f"          = {raw[2][1]:.6f}")
 show(raw, "Q⁽⁰⁾ K⁽⁰⁾ᵀ (raw scores, head 0)", row_labels=rows, col_labels=rows)
 
 # %% [markdown]
 # ## Scaling by $1/\sqrt{d_k}$
 #
-# A dot product of $d_k$ terms grows with $d_k$: if the entries of $q$ and $k$ were independent with mean 0 and
-# variance 1, each product $q_c k_c$ would have variance 1 and their sum variance $d_k$, so a standard deviation of
-# $\sqrt{d_k}$. Large scores make the softmax below put almost all weight on one token and pass almost no gradient to
-# the others. Dividing by $\sqrt{d_k} = \sqrt 8$ brings the scores back to a standard deviation near 1 whatever the
-# head width. Our scores are few, but you can see the effect on them: the unscaled scores would make every row's
-# softmax peakier.
+# A dot product of $d_k$ terms grows with $d_k$: if the entries of a query row and a key row were independent with
+# mean 0 and variance 1, each product $Q_{ic} K_{jc}$ would have variance 1 and their sum variance $d_k$, so a
+# standard deviation of $\sqrt{d_k}$. Large scores make the softmax below put almost all weight on one token and pass
+# almost no gradient to the others. Dividing by $\sqrt{d_k}$ should bring the scores back to a standard deviation
+# near 1 whatever the head width. Measure it, first on random vectors of exactly that kind — 1,000 pairs per width,
+# drawn with `random.Random(0)`:
+
+# %%
+def std(values):
+    """Standard deviation (dividing by the count)."""
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+rng = random.Random(0)
+for width in (2, 8, 32, 128, 512):
+    dots = []
+    for _ in range(1000):
+        a, b = [rng.gauss(0, 1) for _ in range(width)], [rng.gauss(0, 1) for _ in range(width)]
+        dots.append(sum(x * y for x, y in zip(a, b, strict=True)))
+    print(f"d_k = {width:>3}: std of q·k {std(dots):6.3f} (√d_k = {math.sqrt(width):6.3f}), "
+          f"std of q·k/√d_k {std(dots) / math.sqrt(width):.3f}")
+    assert abs(std(dots) / math.sqrt(width) - 1) < 0.1, "scaling by 1/sqrt(d_k) should give a std near 1"
+
+# %% [markdown]
+# The raw spread grows like $\sqrt{d_k}$ and the scaled one stays near 1 at every width, as the variance argument
+# says. Our model's queries and keys are not exactly of that kind: their entries have standard deviations below 1 and
+# non-zero means (the biases), and rows of one sequence are not independent. So measure our own scores too, the 15
+# allowed (unmasked) scores of each of the two heads:
+
+# %%
+def allowed(m):
+    """The entries on and below the diagonal (the ones the causal mask keeps)."""
+    return [m[i][j] for i in range(len(m)) for j in range(i + 1)]
+
+
+entries_q = [x for h in range(2) for row in Q[h] for x in row]
+entries_k = [x for h in range(2) for row in K[h] for x in row]
+raw_both = [s for h in range(2) for s in allowed(M.matmul_t(Q[h], K[h]))]
+print(f"entries of Q: std {std(entries_q):.3f}; of K: std {std(entries_k):.3f}")
+print(f"our {len(raw_both)} raw scores: std {std(raw_both):.3f}; scaled by 1/√{d_k}: std "
+      f"{std(raw_both) / math.sqrt(d_k):.3f}")
+assert 0.5 < std(raw_both) / math.sqrt(d_k) < 1.5 < std(raw_both), "our scaled scores should have a std near 1"
+
+# %% [markdown]
+# Our scaled scores have a standard deviation near 1 (30 values make it a rough estimate), the raw ones near 3. You
+# can see the effect on the weights: the unscaled scores would make every row's softmax peakier.
 
 # %%
 scale = 1 / math.sqrt(d_k)
@@ -91,10 +135,11 @@ for i in range(1, T):
     peak_raw = max(causal_softmax_row(raw[i], i))
     peak_scaled = max(causal_softmax_row(scaled[i], i))
     print(f"row {i} ({rows[i]:>12}): largest weight {peak_raw:.4f} unscaled vs {peak_scaled:.4f} scaled")
+    assert peak_raw > peak_scaled, f"row {i}: the unscaled softmax should be peakier"
 show(scaled, "Q⁽⁰⁾ K⁽⁰⁾ᵀ / √d_k (head 0)", row_labels=rows, col_labels=rows)
 
 # %% [markdown]
-# [Part 2 · Attention](../transformer/02_attention.ipynb) measures this saturation systematically, as $d_k$ grows.
+# Part 2's [chapter 02](../transformer/02_attention.ipynb) measures this saturation systematically, as $d_k$ grows.
 #
 # ## The causal mask
 #
@@ -146,11 +191,10 @@ show(A, "A⁽⁰⁾ = softmax(S⁽⁰⁾) (attention weights, head 0)", row_labe
 
 # %%
 for i, row in enumerate(A):
-    assert abs(sum(row) - 1.0) < 1e-15, f"row {i} of the attention weights sums to {sum(row)!r}, not 1"
     assert all(row[j] == 0.0 for j in range(i + 1, T)), f"row {i} puts weight on a future token"
     assert all(row[j] > 0.0 for j in range(i + 1)), f"row {i} has a zero weight on an allowed token"
-print("every row sums to 1 (within 1e-15); every masked entry is exactly 0.0; every allowed one is positive")
-print("row sums:", [f"{sum(row):.15f}" for row in A])
+print(f"every row sums to 1: |row sum - 1| {within(max(abs(sum(row) - 1.0) for row in A), 1e-15)}")
+print("every masked entry is exactly 0.0; every allowed one is positive")
 
 # %% [markdown]
 # ## Mixing the values
@@ -178,7 +222,8 @@ S0, A0, C0 = M.attention_head(Q[0], K[0], V[0])
 assert S0 == S and A0 == A and M.max_abs_diff(C0, C) == 0.0, "library attention_head differs from the in-view steps"
 S1, A1, C1 = M.attention_head(Q[1], K[1], V[1])
 for i, row in enumerate(A1):
-    assert abs(sum(row) - 1.0) < 1e-15 and all(x == 0.0 for x in row[i + 1:]), f"head 1, row {i}"
+    assert all(x == 0.0 for x in row[i + 1:]), f"head 1, row {i} puts weight on a future token"
+within(max(abs(sum(row) - 1.0) for row in A1), 1e-15)  # head 1's rows sum to 1 as well
 side_by_side(show(S1, "S⁽¹⁾", row_labels=rows, col_labels=rows),
              show(A1, "A⁽¹⁾", row_labels=rows, col_labels=rows))
 

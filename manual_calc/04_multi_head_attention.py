@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Multi-head attention
+# # 04 · Multi-head attention
 #
 # [Chapter 03](03_attention.ipynb) produced one $5 \times 8$ output per head. The attention layer must hand a
 # $5 \times 16$ matrix back to the residual stream, so the heads' outputs are concatenated side by side and mixed by
@@ -30,6 +30,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 # %%
 from insideout import manual as M
 from insideout.display import show, side_by_side
+from insideout.manual import within
 
 params = M.initial_parameters()  # the weights of chapter 00, seed 0
 acts = M.forward(params)  # the same numbers chapters 01-03 computed in view
@@ -93,7 +94,7 @@ side_by_side(show(b_O, "b_O"), show(O, "O = C W_Oᵀ + b_O (attention output)", 
 # $$
 #
 # So the attention layer's output is a sum of independent contributions, one per head, plus the bias.
-# Interpretability work reads models this way ([Part 2 · Interpretability](../transformer/10_interpretability.ipynb));
+# Interpretability work reads models this way (Part 2's [chapter 10](../transformer/10_interpretability.ipynb));
 # here is the split, measured:
 
 # %%
@@ -102,13 +103,12 @@ for h in range(2):
     W_h = [row[8 * h:8 * h + 8] for row in W_O]  # (16, 8): the columns that read head h
     per_head.append(linear(C_heads[h], W_h, [0.0] * 16))  # (5, 16): head h's contribution
 recombined = [[per_head[0][t][j] + per_head[1][t][j] + b_O[j] for j in range(16)] for t in range(5)]
-print(f"max |O - (head 0 + head 1 + b_O)| = {M.max_abs_diff(O, recombined):.2e}")
-assert M.max_abs_diff(O, recombined) < 1e-15, "the per-head contributions must add up to O"
+print(f"max |O - (head 0 + head 1 + b_O)| {within(M.max_abs_diff(O, recombined), 1e-15)}")
 side_by_side(show(per_head[0], "head 0's contribution", row_labels=rows),
              show(per_head[1], "head 1's contribution", row_labels=rows))
 
 # %% [markdown]
-# The difference printed above is not exactly zero because floating-point addition is not associative: summing 16
+# The difference bounded above need not be exactly zero, because floating-point addition is not associative: summing 16
 # products in one go and summing them as two groups of 8 round differently, in the last of the roughly 16
 # significant digits a Python float carries. You will see differences of this size whenever two correct
 # computations add the same numbers in a different order — including between this pure-Python model and PyTorch.
@@ -123,9 +123,9 @@ side_by_side(show(per_head[0], "head 0's contribution", row_labels=rows),
 #
 # The sum $R$ is the *residual stream* after attention. The layer only has to learn a correction to $X$, and the
 # identity path $X \to R$ carries both the signal forward and, in [chapter 09](09_backpropagation.ipynb), the
-# gradient backward without passing through any weight. Deep transformers cannot be trained without it;
-# [Part 2 · The transformer block](../transformer/05_transformer_block.ipynb) measures the gradients of a deep stack
-# with and without residual connections.
+# gradient backward without passing through any weight. Deep transformers cannot be trained without it; Part 2's
+# [chapter 05](../transformer/05_transformer_block.ipynb) measures the gradients of a deep stack with and without
+# residual connections.
 
 # %%
 R = [[X[t][j] + O[t][j] for j in range(16)] for t in range(5)]  # (5, 16)
@@ -152,7 +152,7 @@ print(f"root-mean-square of X: {rms(X):.4f}, of O: {rms(O):.4f}, of R: {rms(R):.
 # - The heads' outputs are concatenated into $C \in \mathbb{R}^{5 \times 16}$ and projected:
 #   $O = C W_O^\top + b_O$. The projection is a sum of one term per head.
 # - The block adds $O$ to its input: $R = X + O$, the residual stream after attention.
-# - Rounding differences in the last significant digit (here of order $10^{-16}$) appear whenever the same sum is
+# - Rounding differences in the last significant digit (here below $10^{-15}$) appear whenever the same sum is
 #   taken in a different order; they are why the cross-check with PyTorch uses a tolerance of $10^{-12}$ instead of
 #   exact equality.
 # - [Chapter 05](05_feed_forward.ipynb) applies the second half of the block, the feed-forward network, to $R$.

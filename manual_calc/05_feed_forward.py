@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # The feed-forward network
+# # 05 · The feed-forward network
 #
 # After attention has moved information between tokens, the second half of the block processes each token on its
 # own. The feed-forward network (FFN, also called the MLP) is two linear layers with a nonlinearity between them:
@@ -123,10 +123,13 @@ assert all(gelu(x) == M.gelu(x) for row in U for x in row), "in-view gelu must e
 
 # %% [markdown]
 # Applied entry by entry, GELU turns $U$ into the **activations** $G$. Compare the two matrices: large positive
-# entries barely change, negative ones shrink towards zero but keep a small negative value (GELU's minimum is about
-# $-0.17$, near $x = -0.75$ in the table above).
+# entries barely change, negative ones shrink towards zero but keep a small negative value (GELU's minimum, found on
+# the grid below, is about $-0.17$, near $x = -0.75$ in the table above).
 
 # %%
+x_min = min(grid, key=gelu)
+print(f"minimum of GELU on the grid: {gelu(x_min):.4f} at x = {x_min}")
+assert -0.18 < gelu(x_min) < -0.16 and abs(x_min + 0.75) < 0.05
 G = [[gelu(u) for u in row] for row in U]  # (5, 64)
 assert G == acts["blocks.0.mlp.post"], "in-view G must equal the library's mlp.post"
 negative = sum(u < 0 for row in U for u in row)
@@ -171,8 +174,8 @@ print(f"feed-forward: {ffn} parameters ({ffn / total:.0%}); attention: {attn} ({
 assert ffn > attn, "the feed-forward network must hold more parameters than attention"
 
 # %% [markdown]
-# [Part 2 · Feed-forward](../transformer/04_feed_forward.ipynb) builds the same network as a PyTorch module and
-# counts its parameters at full size.
+# Part 2's [chapter 04](../transformer/04_feed_forward.ipynb) builds the same network as a PyTorch module and counts
+# its parameters at full size.
 #
 # ## Recap
 #

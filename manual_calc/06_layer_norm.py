@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Layer normalisation
+# # 06 · Layer normalisation
 #
 # Three times in the forward pass the model normalises the rows of the residual stream: $\mathrm{LN}_1$ before
 # attention ([chapter 02](02_qkv_projections.ipynb)), $\mathrm{LN}_2$ before the feed-forward network
@@ -34,6 +34,7 @@ import math
 
 from insideout import manual as M
 from insideout.display import show, side_by_side, table
+from insideout.manual import within
 
 params = M.initial_parameters()  # the weights of chapter 00, seed 0
 acts = M.forward(params)  # the same numbers chapters 01-05 computed in view
@@ -121,16 +122,16 @@ for label, x, name in sites:
     for t, row in enumerate(xh):
         m = sum(row) / len(row)
         v = sum((a - m) ** 2 for a in row) / len(row)
-        assert abs(m) < 1e-15, f"{label} row {t}: mean of x_hat is {m!r}, not 0"
         assert abs(v - var[t] / (var[t] + EPS)) < 1e-14, f"{label} row {t}: variance {v!r} is not sigma^2/(sigma^2+eps)"
         assert abs(v - 1.0) < 1e-3, f"{label} row {t}: variance {v!r} is not close to 1"
-        stats_rows.append([label, rows[t], f"{mu[t]:.4f}", f"{var[t]:.4f}", f"{m:.1e}", f"{v:.8f}"])
-table(stats_rows, ["LayerNorm", "row", "μ of input", "σ² of input", "mean of x̂", "variance of x̂"],
+        stats_rows.append([label, rows[t], f"{mu[t]:.4f}", f"{var[t]:.4f}", within(abs(m), 1e-15).split(" (")[0],
+                           f"{v:.8f}"])
+table(stats_rows, ["LayerNorm", "row", "μ of input", "σ² of input", "|mean of x̂|", "variance of x̂"],
       "Row statistics at the three LayerNorms")
 
 # %% [markdown]
 # Whatever the mean and spread of the input row — and they differ a lot between rows and between the three sites
-# — the standardised row has mean 0 (to rounding, around $10^{-17}$) and a variance within
+# — the standardised row has mean 0 (to rounding: the column shows the bound it satisfies) and a variance within
 # $\epsilon / \sigma^2$ of 1.
 #
 # Our function and the library's give the same numbers at all three sites:
@@ -149,11 +150,11 @@ print("LN₁, LN₂ and LN_f: identical to insideout.manual.layer_norm and to th
 #
 # The residual stream is a running sum, so its scale drifts as layers add to it: compare the root-mean-squares of
 # $X$, $R$ and $R'$ printed below. Each sub-layer nevertheless sees inputs of the same scale, because
-# LayerNorm removes it: the output does not change if the row is multiplied by a positive constant $c$ or shifted by a
-# constant $a$ (up to the effect of $\epsilon$):
+# LayerNorm removes it: the output does not change if the row is multiplied by a positive constant $\alpha$ or shifted
+# by a constant $\kappa$ (up to the effect of $\epsilon$; $\mathbf 1$ is a row of ones):
 #
 # $$
-# \mathrm{LN}(c\,x + a\mathbf 1) = \mathrm{LN}(x) \qquad (c > 0).
+# \mathrm{LN}(\alpha\,x + \kappa\mathbf 1) = \mathrm{LN}(x) \qquad (\alpha > 0).
 # $$
 
 # %%
@@ -165,27 +166,28 @@ print(f"root-mean-square of X: {rms(X):.4f}, of R: {rms(R):.4f}, of R': {rms(R2)
 gamma, beta = params["blocks.0.ln1.weight"], params["blocks.0.ln1.bias"]
 smallest_var = min(layer_norm(X, gamma, beta)[1])  # the smallest sigma^2 among X's rows
 changes = {}
-for c, a in ((10.0, 0.0), (2.0, 0.0), (1.0, 5.0), (0.1, 0.0)):
-    moved = [[c * v + a for v in row] for row in X]
-    changes[c, a] = M.max_abs_diff(layer_norm(moved, gamma, beta)[3], Xt)
-    print(f"LN₁({c:g} X + {a:g}) vs LN₁(X): largest difference {changes[c, a]:.2e};  "
-          f"eps / (c² σ²_min) = {EPS / (c * c * smallest_var):.1e}")
-assert max(changes[10.0, 0.0], changes[2.0, 0.0], changes[1.0, 5.0]) < 1e-3, "LayerNorm must ignore scale and offset"
-assert changes[1.0, 5.0] < 1e-13, "a shift must change nothing but rounding"
+for alpha, kappa in ((10.0, 0.0), (2.0, 0.0), (1.0, 5.0), (0.1, 0.0)):
+    moved = [[alpha * v + kappa for v in row] for row in X]
+    changes[alpha, kappa] = M.max_abs_diff(layer_norm(moved, gamma, beta)[3], Xt)
+    shown = (f"|difference| {within(changes[alpha, kappa], 1e-13)}" if kappa else
+             f"largest difference {changes[alpha, kappa]:.2e}")
+    print(f"LN₁({alpha:g} X + {kappa:g}) vs LN₁(X): {shown};  eps / (α² σ²_min) = "
+          f"{EPS / (alpha * alpha * smallest_var):.1e}")
+assert max(changes[10.0, 0.0], changes[2.0, 0.0]) < 1e-3, "LayerNorm must ignore the scale"
 assert changes[0.1, 0.0] > 10 * changes[10.0, 0.0], "shrinking the rows must make eps matter more"
 
 # %% [markdown]
 # A shift changes nothing but rounding. A change of scale is not exactly invisible, only because of $\epsilon$: the
 # standardised row is $\hat x$ times $\sqrt{\sigma^2/(\sigma^2+\epsilon)} \approx 1 - \epsilon/(2\sigma^2)$,
 # a relative bias that shrinks as the row grows. Scaling by 10 or 2 removes most of the bias that $X$ itself carries
-# (its ratio is the one printed for $c = 1$); scaling by 0.1 shrinks every $\sigma^2$ a hundredfold, and for the
+# (its ratio is the one printed for $\alpha = 1$); scaling by 0.1 shrinks every $\sigma^2$ a hundredfold, and for the
 # row with the smallest variance $\epsilon$ then stops being negligible. That is the one job of $\epsilon$: to keep
 # the division finite for a row whose entries are (nearly) all equal, at the price of a bias that is invisible for
 # rows of normal size.
 #
 # The invariance is what makes a deep stack trainable: no sub-layer ever receives inputs a hundred times larger than
-# it saw at initialisation. [Part 2 · The transformer block](../transformer/05_transformer_block.ipynb)
-# measures gradients through a deep stack with and without LayerNorm.
+# it saw at initialisation. Part 2's [chapter 05](../transformer/05_transformer_block.ipynb) measures gradients
+# through a deep stack with and without LayerNorm.
 #
 # How much does the variance convention matter? Dividing by $d - 1 = 15$ instead of $d = 16$ would give a
 # different model, whose outputs differ by far more than the tolerance of the PyTorch check:

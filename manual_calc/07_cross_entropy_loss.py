@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Cross-entropy loss
+# # 07 · Cross-entropy loss
 #
 # The forward pass has produced $H$, one 16-number vector per position ([chapter 06](06_layer_norm.ipynb)). Two steps
 # remain: turn each vector into a probability for every token of the vocabulary, and score those probabilities
@@ -32,6 +32,7 @@ import math
 
 from insideout import manual as M
 from insideout.display import show, side_by_side, table
+from insideout.manual import within
 
 params = M.initial_parameters()  # the weights of chapter 00, seed 0
 acts = M.forward(params)  # the same numbers chapters 01-06 computed in view
@@ -48,7 +49,7 @@ side_by_side(show(H, "H (from chapter 06)", row_labels=rows), show(E, "E = tok_e
 # token's embedding $E_j$. These scores are the **logits**,
 #
 # $$
-# Z = H E^\top \in \mathbb{R}^{T \times V}, \qquad Z_{tj} = H_t \cdot E_j = \sum_{c=0}^{15} H_{tc} E_{jc} .
+# Z = H E^\top \in \mathbb{R}^{T \times |\mathcal V|}, \qquad Z_{tj} = H_t \cdot E_j = \sum_{c=0}^{15} H_{tc} E_{jc} .
 # $$
 #
 # There is no separate output matrix and no bias: the LM head is tied to the embedding, as in GPT-2 and in Part 2's
@@ -67,10 +68,11 @@ show(Z, "Z = H Eᵀ (logits)", row_labels=rows, col_labels=M.VOCAB)
 # ## Softmax: logits to probabilities
 #
 # Row $t$ of the logits becomes a probability distribution over the next token with the softmax of
-# [chapter 03](03_attention.ipynb), now without a mask:
+# [chapter 03](03_attention.ipynb), now without a mask (the sum runs over the $|\mathcal V| = 6$ tokens of the
+# vocabulary $\mathcal V$):
 #
 # $$
-# \hat Y_{tj} = \frac{e^{Z_{tj}}}{\sum_{k=0}^{V-1} e^{Z_{tk}}} .
+# \hat Y_{tj} = \frac{e^{Z_{tj}}}{\sum_{k=0}^{|\mathcal V|-1} e^{Z_{tk}}} .
 # $$
 
 # %%
@@ -81,10 +83,9 @@ def softmax(row):
 
 
 Yhat = [softmax(row) for row in Z]  # (5, 6)
-for t, row in enumerate(Yhat):
-    assert abs(sum(row) - 1.0) < 1e-15 and min(row) > 0, f"row {t} is not a probability distribution"
+assert all(min(row) > 0 for row in Yhat), "every probability must be positive"
 assert M.max_abs_diff(Yhat, acts["probs"]) == 0.0, "in-view probabilities must equal the library's"
-print("every row is positive and sums to 1 (within 1e-15)")
+print(f"every row is positive and sums to 1: |sum - 1| {within(max(abs(sum(row) - 1) for row in Yhat), 1e-15)}")
 show(Yhat, "Ŷ = softmax(Z) (predicted next-token probabilities)", row_labels=rows, col_labels=M.VOCAB)
 
 # %% [markdown]
@@ -136,10 +137,10 @@ print(f"loss L = {loss:.6f} nats (library: {acts['loss']:.6f})")
 
 # %%
 uniform_loss, _ = M.cross_entropy([[0.0] * V for _ in range(T)], targets)
-print(f"uniform guess: {uniform_loss:.6f} = ln 6 = {math.log(6):.6f}")
+print(f"uniform guess: {uniform_loss:.6f}; |difference from ln 6| {within(abs(uniform_loss - math.log(6)), 1e-15)}")
 side = "below" if loss < math.log(6) else "above"
-print(f"our model:     {loss:.6f}  ({side} ln 6 by {abs(loss - math.log(6)):.6f})")
-assert abs(uniform_loss - math.log(6)) < 1e-15
+print(f"our model:     {loss:.6f}  ({side} ln 6 = {math.log(6):.6f} by {abs(loss - math.log(6)):.6f})")
+assert loss < math.log(6), "the text below says that seed 0 starts below the uniform baseline"
 
 # %% [markdown]
 # Our untrained model lands below the baseline, by the amount printed. Is that luck? The loss at initialisation is a
@@ -153,6 +154,8 @@ rank = sorted(seed_losses).index(seed_losses[0]) + 1
 print(f"100 seeds: mean loss {sum(seed_losses) / 100:.4f}, min {min(seed_losses):.4f}, max {max(seed_losses):.4f}")
 print(f"{below} of 100 seeds start below ln 6; seed 0 ranks {rank} of 100 (1 = lowest loss)")
 assert seed_losses[0] == loss
+assert below < 50 and sum(seed_losses) / 100 > math.log(6), "the text below says a typical seed starts above ln 6"
+assert rank <= 10, "the text below calls seed 0 one of the lucky few"
 
 # %% [markdown]
 # So seed 0 is one of the lucky few, and a typical draw of our initialisation starts *above* $\ln 6$: random weights
@@ -204,3 +207,8 @@ assert gpt2 > course > 1 / V
 #   usually above it, while GPT-2's small initialisation stays close to it.
 # - [Chapter 08](08_loss_gradient.ipynb) asks how the loss changes when the logits change: the first gradient of
 #   backpropagation.
+#
+# The same loss, in PyTorch, is `F.cross_entropy` with the ignore index for the last position: Part 2's
+# [chapter 06](../transformer/06_complete_model.ipynb) checks that it gives this chapter's loss exactly, and Part 2's
+# [chapter 07](../transformer/07_training.ipynb) trains on it, reports it in nats per token and per character, and
+# compares it with the uniform baseline of a vocabulary of thousands of tokens.

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # The gradient of the loss
+# # 08 · The gradient of the loss
 #
 # Training needs to know, for every one of the model's weights, whether increasing it would raise or lower the loss,
 # and how strongly: the **gradient**. Backpropagation computes it by starting at the loss and working backwards
@@ -31,6 +31,7 @@ if "google.colab" in sys.modules:  # Colab: install the course's helper package 
 # %%
 from insideout import manual as M
 from insideout.display import show, side_by_side, table
+from insideout.manual import within
 
 params = M.initial_parameters()  # the weights of chapter 00, seed 0
 acts = M.forward(params)  # the same numbers chapters 01-07 computed in view
@@ -43,19 +44,19 @@ print(f"loss from chapter 07: {loss:.6f}")
 # %% [markdown]
 # ## Notation
 #
-# For any quantity $A$ of the forward pass — a matrix of activations or of weights — write
+# For any matrix of the forward pass — activations such as the logits $Z$, or weights such as $E$ — a bar denotes the
+# matrix of partial derivatives of the loss with respect to each of its entries:
 #
 # $$
-# \bar A = \frac{\partial \mathcal L}{\partial A}
+# \bar Z = \frac{\partial \mathcal L}{\partial Z}, \qquad \bar Z_{tj} = \frac{\partial \mathcal L}{\partial Z_{tj}} .
 # $$
 #
-# for the matrix of partial derivatives of the loss with respect to each entry of $A$. It has the shape of $A$:
-# $\bar A_{ij}$ says how much $\mathcal L$ changes per unit change of $A_{ij}$, all else fixed. Backpropagation
-# computes $\bar A$ for every $A$, from the loss backwards.
+# $\bar Z$ has the shape of $Z$: $\bar Z_{tj}$ says how much $\mathcal L$ changes per unit change of $Z_{tj}$, all else
+# fixed. Backpropagation computes such a barred matrix for every matrix of the model, from the loss backwards.
 #
 # ## The derivation
 #
-# Write the loss of position $t$ in terms of its logits $Z_t$ (chapter 07):
+# Write the loss of position $t$ in terms of its logits $Z_t$ ([chapter 07](07_cross_entropy_loss.ipynb)):
 #
 # $$
 # \ell_t = -Z_{t, y_t} + \ln \sum_{k=0}^{V-1} e^{Z_{tk}} .
@@ -82,7 +83,7 @@ print(f"loss from chapter 07: {loss:.6f}")
 #
 # ## The numbers
 #
-# The one-hot targets, and chapter 07's probabilities:
+# The one-hot targets, and the probabilities of [chapter 07](07_cross_entropy_loss.ipynb):
 
 # %%
 Y = [[1.0 if t < N and j == M.TARGETS[t] else 0.0 for j in range(V)] for t in range(T)]  # row 4: no target
@@ -91,7 +92,7 @@ side_by_side(show(Y, "Y (one-hot targets; no row-4 target)", row_labels=rows, co
 
 # %%
 dZ = [[(Yhat[t][j] - Y[t][j]) / N if t < N else 0.0 for j in range(V)] for t in range(T)]  # (5, 6)
-show(dZ, "Z̄ = ∂L/∂Z = (Ŷ − Y) / N", row_labels=rows, col_labels=M.VOCAB)
+show(dZ, "Z̄ = ∂L/∂Z = (Ŷ − Y) / N", row_labels=rows, col_labels=M.VOCAB, sig=3)
 
 # %% [markdown]
 # Read each row as an instruction for the logits of that position. The correct token's entry is negative (raising
@@ -101,14 +102,14 @@ show(dZ, "Z̄ = ∂L/∂Z = (Ŷ − Y) / N", row_labels=rows, col_labels=M.VOCAB
 
 # %%
 for t in range(N):
-    assert abs(sum(dZ[t])) < 1e-16, f"row {t} of dZ sums to {sum(dZ[t])!r}, not 0"
     assert dZ[t][M.TARGETS[t]] < 0 and all(dZ[t][j] > 0 for j in range(V) if j != M.TARGETS[t]), f"row {t} signs"
 assert dZ[T - 1] == [0.0] * V, "position 4 has no target, so its logits get no gradient"
-print("row sums:", [f"{sum(r):.1e}" for r in dZ])
+print(f"row sums: largest |sum| {within(max(abs(sum(r)) for r in dZ), 1e-16)}")
 print("target entries:", [f"{dZ[t][y]:.6f} = ({Yhat[t][y]:.6f} - 1)/{N}" for t, y in enumerate(M.TARGETS)])
 
 # %% [markdown]
-# The library's `cross_entropy_backward` computes the same matrix (and is what chapter 09 starts from):
+# The library's `cross_entropy_backward` computes the same matrix (and is what [chapter 09](09_backpropagation.ipynb)
+# starts from):
 
 # %%
 assert dZ == M.cross_entropy_backward(Yhat, M.TARGETS), "in-view dZ must equal the library's"
@@ -118,20 +119,22 @@ print("identical to insideout.manual.cross_entropy_backward")
 # ## Checking the formula with finite differences
 #
 # A derivative is a limit of difference quotients, so it can be checked without any calculus: nudge one logit up by
-# a small $h$, then down by $h$, recompute the loss each time, and take the **central difference**
+# a small step $\delta$, then down by $\delta$, recompute the loss each time, and take the **central difference**
 #
 # $$
-# \frac{\partial \mathcal L}{\partial Z_{tj}} \approx \frac{\mathcal L(Z_{tj} + h) - \mathcal L(Z_{tj} - h)}{2h} .
+# \frac{\partial \mathcal L}{\partial Z_{tj}} \approx \frac{\mathcal L(Z_{tj} + \delta) - \mathcal L(Z_{tj} -
+# \delta)}{2\delta} .
 # $$
 #
-# Its error has two sources. The approximation error shrinks like $h^2$ (the first-order error terms cancel between
-# the two sides, which is why the central difference beats the one-sided one). The rounding error grows like
-# $10^{-16}/h$, because the two losses agree in most of their digits and subtracting them leaves only the last few.
-# $h = 10^{-5}$ balances the two at around $10^{-10}$. We compare with the **relative error**
-# $|a - b| / \max(|a|, |b|)$, which is meaningful for gradients of any size.
+# Its error has two sources. The approximation error shrinks like $\delta^2$ (the first-order error terms cancel
+# between the two sides, which is why the central difference beats the one-sided one). The rounding error grows like
+# $10^{-16}/\delta$, because the two losses agree in most of their digits and subtracting them leaves only the last
+# few. $\delta = 10^{-5}$ balances the two at around $10^{-10}$. We compare with the **relative error**
+# $|a - b| / \max(|a|, |b|)$, which is meaningful for gradients of any size. Like rounding noise, the error of a
+# central difference depends on the last bits of the arithmetic, so it is printed as the bound it satisfies.
 
 # %%
-h = 1e-5
+delta = M.FD_STEP  # 1e-5
 
 
 def loss_of(logits):
@@ -143,9 +146,9 @@ for t in range(T):
     for j in range(V):
         up = [row[:] for row in Z]
         down = [row[:] for row in Z]
-        up[t][j] += h
-        down[t][j] -= h
-        fd = (loss_of(up) - loss_of(down)) / (2 * h)
+        up[t][j] += delta
+        down[t][j] -= delta
+        fd = (loss_of(up) - loss_of(down)) / (2 * delta)
         err = M.relative_error(fd, dZ[t][j])
         worst = max(worst, err)
         if t < N:
@@ -153,14 +156,13 @@ for t in range(T):
         else:
             assert fd == 0.0 == dZ[t][j], "position 4 is not in the loss: both must be exactly 0"
         if j == (M.TARGETS[t] if t < N else 0):
-            fd_rows.append([rows[t], M.VOCAB[j], f"{dZ[t][j]:.10f}", f"{fd:.10f}", f"{err:.1e}"])
-print(f"all {T * V} logits checked; largest relative error {worst:.1e}")
-table(fd_rows, ["position", "logit of", "analytic", "central difference", "relative error"],
-      "One entry per row (the target's logit)")
+            fd_rows.append([rows[t], M.VOCAB[j], f"{dZ[t][j]:.8f}", f"{fd:.8f}"])
+print(f"all {T * V} logits checked; largest relative error {within(worst, 1e-6, 'finite difference')}")
+table(fd_rows, ["position", "logit of", "analytic", "central difference"], "One entry per row (the target's logit)")
 
 # %% [markdown]
-# Every one of the 30 entries agrees to the precision the central difference can deliver; for position 4 both are
-# exactly 0, because changing its logits does not change the loss at all.
+# Every one of the 30 entries agrees to the precision the central difference can deliver (8 decimals shown); for
+# position 4 both are exactly 0, because changing its logits does not change the loss at all.
 #
 # ## What one step on the logits would do
 #
@@ -172,22 +174,31 @@ table(fd_rows, ["position", "logit of", "analytic", "central difference", "relat
 
 # %%
 g2 = sum(x * x for row in dZ for x in row)
+ratio = {}  # actual decrease / predicted decrease
 for eta in (0.1, 1.0, 10.0):
     stepped = [[Z[t][j] - eta * dZ[t][j] for j in range(V)] for t in range(T)]
+    ratio[eta] = (loss - loss_of(stepped)) / (eta * g2)
     print(f"eta = {eta:>4}: loss {loss:.6f} -> {loss_of(stepped):.6f}, decrease {loss - loss_of(stepped):.6f}, "
-          f"first-order prediction {eta * g2:.6f}")
-assert loss_of([[Z[t][j] - 0.1 * dZ[t][j] for j in range(V)] for t in range(T)]) < loss
+          f"first-order prediction {eta * g2:.6f} (ratio {ratio[eta]:.3f})")
+assert all(ratio[eta] > 0 for eta in ratio), "a step against the gradient must lower the loss"
+assert abs(ratio[0.1] - 1) < 0.02, "for a small step the first-order prediction must be accurate"
+assert ratio[10.0] < 0.8 * ratio[0.1], "for a large step the prediction must overshoot the actual decrease"
 
 # %% [markdown]
-# For small steps the prediction is accurate; for large ones the curvature of the loss takes over and the linear
-# prediction overshoots — the trade-off that the learning rate of [chapter 10](10_adamw.ipynb) has to strike.
+# For small steps the prediction is accurate (ratio close to 1); for large ones the curvature of the loss takes over
+# and the linear prediction overshoots — the trade-off that the learning rate of [chapter 10](10_adamw.ipynb) has to
+# strike.
+#
+# In PyTorch none of this is written by hand: `F.cross_entropy` computes the loss and autograd produces $\bar Z$ —
+# the same $(\hat Y - Y)/N$. Part 2's [chapter 06](../transformer/06_complete_model.ipynb) checks that autograd's
+# gradients equal this part's, and Part 2's [chapter 07](../transformer/07_training.ipynb) uses them to train.
 #
 # ## Recap
 #
-# - $\bar A = \partial \mathcal L / \partial A$ has the shape of $A$; backpropagation computes it from the loss
-#   backwards.
+# - $\bar Z = \partial \mathcal L / \partial Z$ has the shape of $Z$; backpropagation computes such a gradient for every
+#   matrix of the model, from the loss backwards.
 # - For softmax followed by cross-entropy, $\bar Z = (\hat Y - Y)/N$: predicted minus target, over the number of
 #   predictions; rows sum to 0, and position 4 gets exactly 0.
-# - Central finite differences with $h = 10^{-5}$ confirm every entry to a relative error below $10^{-6}$.
+# - Central finite differences with $\delta = 10^{-5}$ confirm every entry to a relative error below $10^{-6}$.
 # - [Chapter 09](09_backpropagation.ipynb) pushes $\bar Z$ back through the output layer, the block and the
 #   embeddings, to every parameter.

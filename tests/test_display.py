@@ -81,3 +81,36 @@ def test_bad_input_is_named(bad, message):
 def test_label_count_is_checked():
     with pytest.raises(ValueError, match="row labels"):
         show([[1.0], [2.0]], row_labels=["a"])
+
+
+def test_wide_and_tall_matrices_are_shown_in_blocks():
+    wide = show([[float(j) for j in range(40)] for _ in range(2)], "w")
+    text = wide.to_text()
+    assert "[columns 0–15]" in text and "[columns 32–39]" in text
+    assert max(len(line) for line in text.splitlines()) < 160
+    html_ = wide._repr_html_()
+    assert html_.count("<table") == 3 and "columns 16–31" in html_
+    tall = show([[1.0, 2.0] for _ in range(20)], "t", row_labels=[f"r{i}" for i in range(20)])
+    assert "[rows r0–r15]" in tall.to_text() and "[rows r16–r19]" in tall.to_text()
+    assert "columns" not in tall.to_text()
+    whole = show([[float(j) for j in range(40)]], "w", wrap=None).to_text()
+    assert "[" not in whole.splitlines()[1] and len(whole.splitlines()) == 3
+
+
+def test_significant_digits_in_scientific_form():
+    v = show([[0.0123456, -0.000456, 0.0, 2.5e-17]], "g", sig=3)
+    cells = v.to_text().splitlines()[-1].split()[1:]
+    assert cells == ["1.23e-2", "-4.56e-4", "0", "2.50e-17"]
+    assert "±1.23e-2" in v.caption
+    assert len(show([[1.0] * 12], sig=2).col_blocks) == 2  # scientific entries wrap at 8 columns
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sig=0), "sig=0"),
+    (dict(sig=True), "sig=True"),
+    (dict(wrap=0), "wrap=0"),
+    (dict(wrap="wide"), "wrap='wide'"),
+])
+def test_bad_format_options_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        show([[1.0]], **kwargs)

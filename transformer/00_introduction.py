@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Building a Transformer
+# # 00 · Building a Transformer
 #
 # In [Part 1](../manual_calc/00_introduction.ipynb) you computed one training step of a tiny GPT by hand: six
 # words, sixteen numbers per token, one block. Part 2 builds the same architecture in PyTorch at a size that can

@@ -11,10 +11,10 @@
 # ---
 
 # %% [markdown]
-# # Scaled dot-product attention
+# # 02 · Scaled dot-product attention
 #
 # Attention is where the tokens of a sequence exchange information. In
-# [Part 1 · Attention](../manual_calc/03_attention.ipynb) you computed it by hand for five tokens and two heads of
+# Part 1's [chapter 03](../manual_calc/03_attention.ipynb) you computed it by hand for five tokens and two heads of
 # eight numbers. Here you build it again in PyTorch, on real tokens from the corpus, check it against the library
 # and against PyTorch's own fused kernel, and then answer a question Part 1 took on faith: **why divide the
 # scores by $\sqrt{d_k}$?**
@@ -79,9 +79,9 @@ print(repr(line))
 print(f"T = {T} tokens:", labels)
 
 # %% [markdown]
-# The attention layer we study is the library's own: a one-block `GPT` with a single head, whose
-# `blocks[0].attn` module holds $W_Q, W_K, W_V$ (fused into one matrix) and the output projection $W_O$. We leave
-# positions out (`position="none"`; chapter 01 covers them) so that $X$ is just the token embeddings.
+# The attention layer we study is the library's own: a one-block `GPT` with a single head, whose `blocks[0].attn` module
+# holds $W_Q, W_K, W_V$ (fused into one matrix) and the output projection $W_O$. We leave positions out
+# (`position="none"`; [chapter 01](01_tokens_and_positions.ipynb) covers them) so that $X$ is just the token embeddings.
 #
 # An untrained GPT-2 starts with weights of standard deviation 0.02, which makes every score nearly zero and every
 # attention row nearly uniform — correct, but nothing to look at (the cell measures how far the weights of this
@@ -195,9 +195,10 @@ for name, diff in diffs.items():
     print(f"{name:<45} max |difference| {within(diff, 1e-12)}")
 
 # %% [markdown]
-# All three agree to float64 rounding. The library's test suite (`tests/test_attention.py`) makes the same check
-# for every position scheme of chapter 01, in float32 and float64, with and without the KV-cache of chapter 09; the
-# next cell repeats it here for a small two-layer model with several heads.
+# All three agree to float64 rounding. The library's test suite (`tests/test_attention.py`) makes the same check for
+# every position scheme of [chapter 01](01_tokens_and_positions.ipynb), in float32 and float64, with and without the
+# KV-cache of [chapter 09](09_kv_cache.ipynb); the next cell repeats it here for a small two-layer model with several
+# heads.
 
 # %%
 tokens = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(0))
@@ -274,7 +275,8 @@ plt.show()
 # score spread grows like $\sqrt{d_k}$, the entropy collapses towards 0 and the largest weight approaches 1. The
 # Jacobian — the gradient's path into $W_Q$ and $W_K$ — first grows a little (a moderately peaked row reacts more
 # to a change of its scores than a flat one) and then collapses as the rows saturate. With the scale it stays put.
-# The check below pins these claims to the numbers.
+# The check below pins these claims to the numbers. Chapter 11 (*Breaking things*) measures in training what this
+# shows at initialisation: the same model trained with and without the $1/\sqrt{d_k}$.
 
 # %%
 scaled = sweep[sweep["scores"] == "q.k / sqrt(d_k)"].set_index("d_k")

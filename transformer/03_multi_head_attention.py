@@ -11,14 +11,14 @@
 # ---
 
 # %% [markdown]
-# # Multi-head attention
+# # 03 · Multi-head attention
 #
 # One attention head gives each token one weighted average of the values of its past. But a token often needs
 # several different things at once — the previous word, the subject of the sentence, the matching opening
 # bracket — and a single softmax row cannot point at all of them sharply. **Multi-head attention**
 # {cite}`vaswani2017attention` runs $h$ heads side by side, each with its own queries, keys and values of width
 # $d_k = d_{\text{model}} / h$, and combines their outputs. You did this by hand for two heads in
-# [Part 1 · Multi-head attention](../manual_calc/04_multi_head_attention.ipynb); this chapter shows how the library
+# Part 1's [chapter 04](../manual_calc/04_multi_head_attention.ipynb); this chapter shows how the library
 # does it with tensor reshapes instead of loops, and measures a speed trick, the **fused** QKV projection.
 #
 # For head $n = 1, \dots, h$, with $W_Q^{(n)}, W_K^{(n)}, W_V^{(n)} \in \mathbb{R}^{d_{\text{model}} \times d_k}$,
@@ -123,8 +123,8 @@ print("head n's queries == columns n*d_k:(n+1)*d_k of q, for every head; merge(s
 # %% [markdown]
 # ## All heads in one batched computation
 #
-# With the head axis in front, the formula of chapter 02 runs unchanged on the 4-D tensors: `@` multiplies the last
-# two axes and broadcasts over `(B, H)`.
+# With the head axis in front, the formula of [chapter 02](02_attention.ipynb) runs unchanged on the 4-D tensors: `@`
+# multiplies the last two axes and broadcasts over `(B, H)`.
 
 # %%
 mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # the future

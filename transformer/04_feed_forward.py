@@ -11,12 +11,12 @@
 # ---
 
 # %% [markdown]
-# # The feed-forward network
+# # 04 · The feed-forward network
 #
 # Attention moves information *between* positions. The second half of every block, the **feed-forward network**
 # (FFN, also called the MLP), works on each position *on its own*: the same small two-layer network is applied to
 # every token's vector. It holds most of a transformer's parameters, and with them much of what the model knows.
-# You computed it by hand in [Part 1 · Feed-forward](../manual_calc/05_feed_forward.ipynb).
+# You computed it by hand in Part 1's [chapter 05](../manual_calc/05_feed_forward.ipynb).
 #
 # For a token's row vector $x \in \mathbb{R}^{d_{\text{model}}}$,
 #
@@ -155,8 +155,8 @@ assert zero_grad_share["gelu"] == 0.0 and zero_grad_share["relu"] > 0.4
 # %% [markdown]
 # About half of the ReLU units are switched off for any given token (their pre-activation is negative), and they
 # pass no gradient for it; with GELU every unit passes some. What that means for learning is a question for
-# training runs: the ablation chapter planned after Part 2's core compares the activations
-# (`GPTConfig(activation=...)`) by their loss curves.
+# training runs: chapter 11 (*Breaking things*) measures in training what this shows at initialisation, comparing the
+# activations (`GPTConfig(activation=...)`) by their loss curves.
 #
 # ## The library's FFN, by hand
 #

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # The complete model
+# # 06 · The complete model
 #
 # Every piece is now in place: token and position embeddings ([chapter 01](01_tokens_and_positions.ipynb)),
 # attention ([02](02_attention.ipynb), [03](03_multi_head_attention.ipynb)), the feed-forward network
@@ -206,7 +206,7 @@ assert abs(loss0 - math.log(cpu.vocab_size)) < 0.1
 # pure Python from its own formulas. `insideout.manual` exposes that model: its configuration `TINY_CONFIG` (a
 # dict of `GPTConfig` fields), its seeded initial weights keyed by our state-dict names, the five tokens
 # `<bos> I like transformers <eos>`, and `loss_and_gradients`, the hand-derived backpropagation of
-# [Part 1 · Backpropagation](../manual_calc/09_backpropagation.ipynb). We load the same weights into this GPT in
+# Part 1's [chapter 09](../manual_calc/09_backpropagation.ipynb). We load the same weights into this GPT in
 # float64 and let autograd do the rest.
 
 # %%
@@ -237,7 +237,7 @@ assert set(hand_grads) == {name for name, _ in tiny.named_parameters()}, "one gr
 
 # %% [markdown]
 # Every gradient of the hand computation equals autograd's to float64 rounding. Now one optimiser step: Part 1's
-# pure-Python AdamW ([Part 1 · AdamW](../manual_calc/10_adamw.ipynb)) with its own gradients, against
+# pure-Python AdamW (Part 1's [chapter 10](../manual_calc/10_adamw.ipynb)) with its own gradients, against
 # `torch.optim.AdamW` with autograd's, same hyper-parameters, weight decay on the matrices only.
 
 # %%

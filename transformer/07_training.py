@@ -11,14 +11,14 @@
 # ---
 
 # %% [markdown]
-# # Training
+# # 07 · Training
 #
-# The model of [chapter 06](06_complete_model.ipynb) is complete, but its weights are random: asked to continue a
-# line of Shakespeare it emits noise. Training is the loop that fixes this. Show the model a stretch of text, measure
-# how surprised it was by each next token (the cross-entropy of [Part 1 · Cross-entropy
-# loss](../manual_calc/07_cross_entropy_loss.ipynb)), compute the gradient of that surprise with respect to every
-# weight (backpropagation, [Part 1 · Backpropagation](../manual_calc/09_backpropagation.ipynb)), and take a small
-# AdamW step against it ([Part 1 · AdamW](../manual_calc/10_adamw.ipynb)). Repeat a few hundred times.
+# The model of [chapter 06](06_complete_model.ipynb) is complete, but its weights are random: asked to continue a line
+# of Shakespeare it emits noise. Training is the loop that fixes this. Show the model a stretch of text, measure how
+# surprised it was by each next token (the cross-entropy of Part 1's
+# [chapter 07](../manual_calc/07_cross_entropy_loss.ipynb)), compute the gradient of that surprise with respect to every
+# weight (backpropagation, Part 1's [chapter 09](../manual_calc/09_backpropagation.ipynb)), and take a small AdamW step
+# against it (Part 1's [chapter 10](../manual_calc/10_adamw.ipynb)). Repeat a few hundred times.
 #
 # Part 1 took a single step on five tokens by hand. This chapter builds everything around that step that a real
 # run needs, and then does the real run on two CPU cores, within the course's budget of four minutes for it (the
@@ -236,7 +236,7 @@ print(before)
 # $\eta_t \, \hat m_t / (\sqrt{\hat v_t} + \epsilon)$, where the hats mark the bias-corrected averages and $\eta_t$
 # is the learning rate at step $t$. AdamW {cite}`loshchilov2019decoupled` adds weight decay *decoupled* from that
 # ratio: $\theta \leftarrow \theta - \eta_t \lambda \theta$, with decay rate $\lambda$, so every decayed weight shrinks
-# by the same fraction whatever the size of its gradients ([Part 1 · AdamW](../manual_calc/10_adamw.ipynb) does one
+# by the same fraction whatever the size of its gradients (Part 1's [chapter 10](../manual_calc/10_adamw.ipynb) does one
 # such step by hand).
 #
 # Decay is a pull towards zero. It makes sense for the matrices that mix features (attention and MLP weights). It

@@ -17,7 +17,15 @@ from .backward import (
     softmax_backward,
     softmax_jacobian,
 )
-from .gradcheck import FD_STEP, central_difference, get_entry, largest_entry, relative_error
+from .gradcheck import (
+    FD_STEP,
+    LogicalTensor,
+    central_difference,
+    get_entry,
+    largest_entry,
+    logical_tensors,
+    relative_error,
+)
 from .linalg import (
     add,
     col_sums,
@@ -72,10 +80,12 @@ from .model import (
     split_heads,
     tokenize,
 )
+from .noise import within
 from .optim import ADAMW, adamw_step, decays, init_state
 
 __all__ = [
-    "GPT2_STD", "INIT_SCHEMES", "ADAMW", "FD_STEP", "IGNORE_INDEX", "LN_EPS", "SEED", "TARGETS",
+    "GPT2_STD", "INIT_SCHEMES", "ADAMW", "FD_STEP", "LogicalTensor", "logical_tensors", "within",
+    "IGNORE_INDEX", "LN_EPS", "SEED", "TARGETS",
     "TARGETS_WITH_IGNORE", "TEXT", "TINY_CONFIG",
     "TOKENS", "VOCAB", "adamw_step", "add", "attention_head", "attention_head_backward", "backward",
     "causal_scores", "central_difference", "check_config", "col_sums", "columns", "config_from_parameters", "copy",
