@@ -232,7 +232,7 @@ def fit(model: torch.nn.Module, batches: Iterator[Batch], loss_fn: LossFn, confi
         history: dict[str, list] | None = None, device: torch.device | str | None = None,
         train_model: torch.nn.Module | None = None, no_sync=None, autocast=nullcontext,
         progress: bool = False, log: Callable[[str], None] | None = None, desc: str = "training",
-        on_nonfinite: str = "raise") -> FitResult:
+        on_nonfinite: str = "raise", clip_parameters: list[torch.nn.Parameter] | None = None) -> FitResult:
     """Train ``model`` from ``start_step`` up to ``stop_at`` (default ``config.max_steps``) on ``batches``.
 
     Per step: set the scheduled learning rate, take the next batch, accumulate gradients over ``grad_accum``
@@ -242,6 +242,9 @@ def fit(model: torch.nn.Module, batches: Iterator[Batch], loss_fn: LossFn, confi
     ``train_model`` is what the forward pass calls (a DDP or compiled wrapper of ``model``); the model is left in
     eval mode. A non-finite loss raises ``FloatingPointError`` (``on_nonfinite="raise"``) or, with ``"stop"``, ends
     the run there and records the step in ``history["diverged_at"]`` (for ablations that are meant to diverge).
+    ``clip_parameters`` lists the parameters whose global gradient norm is clipped, in that order (default: the
+    optimizer's, group by group); the order changes the last bits of the norm, so a caller that must reproduce an
+    earlier loop bit for bit passes that loop's order (Part 2's pretraining: ``model.parameters()``).
     """
     from tqdm.auto import tqdm
 
@@ -257,7 +260,8 @@ def fit(model: torch.nn.Module, batches: Iterator[Batch], loss_fn: LossFn, confi
     optimizer = optimizer if optimizer is not None else make_optimizer(model, config, device)
     train_model = train_model if train_model is not None else model
     history = history if history is not None else new_history()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = (list(clip_parameters) if clip_parameters is not None
+              else [p for group in optimizer.param_groups for p in group["params"]])
     world = dist.get_world_size() if dist.is_initialized() else 1
     result = FitResult(step=start_step, history=history, optimizer=optimizer)
     clip = config.grad_clip if config.grad_clip > 0 else float("inf")

@@ -29,7 +29,7 @@ import random
 import warnings
 from pathlib import Path
 
-PRESETS = ("cpu", "gpu")
+PRESETS = ("cpu", "gpu", "gpt2-small")  # the one list of presets (insideout.gpt.presets defines each)
 PRESET_ENV = "INSIDEOUT_PRESET"
 DEVICE_ENV = "INSIDEOUT_DEVICE"
 CACHE_ENV = "INSIDEOUT_CACHE"
@@ -259,6 +259,9 @@ def seed_everything(seed: int = 0, threads: int | None = DEFAULT_THREADS, determ
 def get_preset(preset: str | None = None) -> str:
     """Return the active preset: the argument, else $INSIDEOUT_PRESET, else 'cpu'."""
     value = preset if preset is not None else os.environ.get(PRESET_ENV, "cpu")
+    source = "argument" if preset is not None else "$" + PRESET_ENV
+    if not isinstance(value, str):
+        raise ValueError(f"preset={value!r} (from {source}): choose one of {', '.join(PRESETS)}")
     value = value.strip().lower()
     if value not in PRESETS:
         raise ValueError(
@@ -273,6 +276,10 @@ def get_device(device: str | None = None, verbose: bool = False):
     import torch
 
     requested = device if device is not None else os.environ.get(DEVICE_ENV)
+    if requested is not None:
+        if not isinstance(requested, str):
+            requested = str(requested)  # a torch.device
+        requested = requested.strip().lower()  # ' CPU' means cpu, as presets are normalised
     if requested is None or requested == "auto":
         if torch.cuda.is_available():
             chosen = "cuda"
@@ -281,8 +288,8 @@ def get_device(device: str | None = None, verbose: bool = False):
         else:
             chosen = "cpu"
     else:
-        kind = requested.split(":")[0]
-        if kind not in ("cpu", "cuda", "mps"):
+        kind, _, index = requested.partition(":")
+        if kind not in ("cpu", "cuda", "mps") or (_ and not index.isdigit()):
             raise ValueError(f"unknown device {requested!r}: choose auto, cpu, cuda, cuda:N or mps")
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} requested but CUDA is not available: use cpu or auto")

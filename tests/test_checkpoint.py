@@ -93,7 +93,7 @@ def test_resume_refuses_a_different_configuration(corpus, tmp_path):
     tok, cfg, path = ByteTokenizer(), config(corpus), tmp_path / "run.safetensors"
     train(MODEL, cfg, tokenizer=tok, progress=False, verbose=False, stop_at=1, checkpoint_path=path)
     with pytest.raises(ValueError, match="resume with the checkpoint's own TrainConfig"):
-        train(MODEL, TrainConfig(**{**cfg.to_dict(), "lr": 1e-3}), tokenizer=tok, progress=False, resume=path)
+        train(MODEL, TrainConfig(**{**cfg.to_dict(), "lr": cfg.lr * 2}), tokenizer=tok, progress=False, resume=path)
     other = GPTConfig(**{**MODEL.to_dict(), "d_model": 64})
     with pytest.raises(ValueError, match="resume with the checkpoint's own configuration"):
         train(other, cfg, tokenizer=tok, progress=False, resume=path)
@@ -121,7 +121,7 @@ def test_load_course_model_trains_once_then_loads(monkeypatch, tmp_path, capsys)
     via_file, _ = pretrained.load_for_generation(checkpoint=tmp_path / "course-gpt-cpu.safetensors")
     assert torch.equal(via_file.tok_emb.weight, model.tok_emb.weight)
     monkeypatch.setattr(presets, "train_config", lambda preset, **kw: TrainConfig(**{**tiny_train.to_dict(),
-                                                                                     "lr": 1e-3}))
+                                                                                     "lr": 5e-4}))
     pretrained.load_course_model("cpu", device="cpu")
     assert "its training configuration differs" in capsys.readouterr().out
     (tmp_path / "course-gpt-cpu.safetensors").write_bytes(b"not a checkpoint")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import heapq
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -280,9 +282,16 @@ class BPE:
         lines = [base64.b64encode(t).decode("ascii") + f" {i}\n" for t, i in sorted(self.ranks.items(),
                                                                                      key=lambda kv: kv[1])]
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(lines), encoding="ascii", newline="\n")
-        tmp.replace(path)
+        # a temporary name of our own beside the target, renamed over it (atomic); removed if anything fails
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
+                f.write("".join(lines))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     @classmethod
     def load(cls, path: str | Path, special_tokens: Iterable[str] = (ENDOFTEXT,),
@@ -309,15 +318,25 @@ class BPE:
             raise ValueError(f"token ids {bad[:5]} are outside the vocabulary: valid ids are 0..{self.vocab_size - 1}")
 
 
-def read_ranks(path: str | Path) -> dict[bytes, int]:
-    """Parse a tiktoken-format rank file (``base64 rank`` per line) with a clear error on a bad line."""
+def parse_ranks(data: str | bytes, source: str = "the rank file") -> dict[bytes, int]:
+    """Parse tiktoken's rank format (one ``base64(token bytes) rank`` per line) with a clear error on a bad line."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{source} is not a tiktoken rank file: it holds non-ASCII bytes ({exc})") from exc
     ranks: dict[bytes, int] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="ascii").splitlines(), start=1):
+    for n, line in enumerate(data.splitlines(), start=1):
         if not line:
             continue
         try:
             token, rank = line.split()
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except ValueError as exc:
-            raise ValueError(f"{path}:{n}: expected 'base64-token rank', got {line!r}") from exc
+            raise ValueError(f"{source}:{n}: expected 'base64-token rank', got {line[:60]!r}") from exc
     return ranks
+
+
+def read_ranks(path: str | Path) -> dict[bytes, int]:
+    """Read a tiktoken-format rank file (see ``parse_ranks``)."""
+    return parse_ranks(Path(path).read_bytes(), source=str(path))

@@ -112,9 +112,20 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return Checkpoint(path=path, model_config=config, step=int(meta.get("step", 0)), tensors=tensors, meta=meta)
 
 
+def check_finite(ckpt: Checkpoint, prefixes: tuple[str, ...] = ("model.",)) -> None:
+    """ValueError naming every stored tensor (with one of the prefixes) that holds NaN or infinity."""
+    bad = sorted(name for name, t in ckpt.tensors.items()
+                 if name.startswith(prefixes) and t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise ValueError(f"checkpoint {ckpt.path} holds NaN or infinite values in {', '.join(bad[:5])}"
+                         f"{f' and {len(bad) - 5} more tensors' if len(bad) > 5 else ''}: the run diverged before "
+                         f"it was saved; use an earlier checkpoint, or retrain with a lower learning rate")
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, Checkpoint]:
-    """A GPT built from the checkpoint's config with its weights loaded, in eval mode."""
+    """A GPT built from the checkpoint's config with its weights loaded, in eval mode (NaN weights refused)."""
     ckpt = read_checkpoint(path)
+    check_finite(ckpt)
     model = GPT(ckpt.model_config)
     try:
         model.load_state_dict_strict(ckpt.model_state())
@@ -123,26 +134,82 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), ckpt
 
 
+RESUME_META = ("train_config", "data", "tokenizer")  # what train() writes besides the weights, needed to resume
+
+
+def check_resumable(ckpt: Checkpoint) -> None:
+    """ValueError naming what a checkpoint lacks to continue a training run (metadata, optimizer, RNG state)."""
+    missing = [f"metadata '{key}'" for key in RESUME_META if key not in ckpt.meta]
+    if "optimizer" not in ckpt.meta:
+        missing.append("the optimizer's state")
+    if "rng.torch_cpu" not in ckpt.tensors:
+        missing.append("the random generator's state (rng.torch_cpu)")
+    if missing:
+        raise ValueError(f"checkpoint {ckpt.path} cannot resume a training run: it lacks {', '.join(missing)} "
+                         f"(was it written by save_checkpoint without the training state?); load its weights with "
+                         f"insideout.gpt.checkpoint.load_model and start a new run instead")
+
+
+def _optimizer_state(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer state dict stored in a checkpoint, checked against the live optimizer's parameters."""
+    groups = ckpt.meta["optimizer"]["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    live = [p for group in optimizer.param_groups for p in group["params"]]  # index i of the state dict
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        raise ValueError(f"checkpoint {ckpt.path}: its optimizer has parameter groups of sizes "
+                         f"{[len(g['params']) for g in groups]}, this run's "
+                         f"{[len(g['params']) for g in optimizer.param_groups]}: resume with the same model")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in ckpt.tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = tensor
+    step = ckpt.step
+    problems = []
+    for i, p in enumerate(live):
+        saved = state.get(i)
+        if saved is None:
+            if step > 0:
+                problems.append(f"optimizer.{i}.* missing")
+            continue
+        for name, tensor in saved.items():
+            if name in ("exp_avg", "exp_avg_sq") and tuple(tensor.shape) != tuple(p.shape):
+                problems.append(f"optimizer.{i}.{name}: shape {tuple(tensor.shape)}, parameter {tuple(p.shape)}")
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            if name not in saved:
+                problems.append(f"optimizer.{i}.{name} missing")
+    extra = sorted(set(state) - set(range(len(live))))
+    if extra:
+        problems.append(f"state for parameters {extra[:5]} that the optimizer does not have")
+    if problems:
+        raise ValueError(f"checkpoint {ckpt.path} has an unusable optimizer state ({'; '.join(problems[:5])}"
+                         f"{f'; and {len(problems) - 5} more' if len(problems) > 5 else ''}): AdamW's moments "
+                         f"would silently restart or fail; resume from a complete checkpoint")
+    return {"state": state, "param_groups": groups}
+
+
 def restore_training_state(ckpt: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-    """Load weights, optimizer state and RNG state from a checkpoint into a live model/optimizer."""
+    """Load weights, optimizer state and RNG state from a checkpoint into a live model/optimizer.
+
+    Checked first, with a ValueError naming the problem: the model configuration, finite weights, and (with an
+    optimizer) every parameter's AdamW state present and of the parameter's shape.
+    """
     gpt = _unwrap(model)
     if ckpt.model_config != gpt.config:
         raise ValueError(f"checkpoint {ckpt.path} was written for {ckpt.model_config}, not for this model's "
                          f"{gpt.config}: resume with the checkpoint's own configuration")
+    check_finite(ckpt, ("model.", "optimizer."))
+    if "rng.torch_cpu" not in ckpt.tensors:
+        raise ValueError(f"checkpoint {ckpt.path} holds no random generator state (rng.torch_cpu): it cannot "
+                         f"resume a run exactly")
+    if optimizer is not None and "optimizer" not in ckpt.meta:
+        raise ValueError(f"checkpoint {ckpt.path} holds no optimizer state: it cannot resume training")
+    opt_state = _optimizer_state(ckpt, optimizer) if optimizer is not None else None
     gpt.load_state_dict_strict(ckpt.model_state())
-    if optimizer is not None:
-        if "optimizer" not in ckpt.meta:
-            raise ValueError(f"checkpoint {ckpt.path} holds no optimizer state: it cannot resume training")
-        groups = ckpt.meta["optimizer"]["param_groups"]
-        for group in groups:
-            if "betas" in group:
-                group["betas"] = tuple(group["betas"])
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, tensor in ckpt.tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = tensor
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
     torch.set_rng_state(ckpt.tensors["rng.torch_cpu"])
     cuda_states = [ckpt.tensors[k] for k in sorted(ckpt.tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():

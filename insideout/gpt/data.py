@@ -24,8 +24,9 @@ from typing import Protocol
 import torch
 from datasets import Features, IterableDataset, Value, load_dataset
 
+from insideout.gpt.tokenizer import TOKENIZERS, load_tokenizer  # noqa: F401  (re-exported: the pipeline's names)
+
 SOURCES = ("shakespeare", "fineweb")
-TOKENIZERS = ("course", "gpt2")
 FINEWEB_REPO = "HuggingFaceFW/fineweb"
 FINEWEB_CONFIG = "sample-10BT"
 # The columns of a FineWeb record (Penedo et al., 2024); only ``text`` is used.
@@ -42,17 +43,6 @@ class TokenizerLike(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
-
-
-def load_tokenizer(name: str) -> TokenizerLike:
-    """The course's BPE ('course') or GPT-2's encoding ('gpt2')."""
-    from insideout.gpt import tokenizer as tok
-
-    if name == "course":
-        return tok.course_tokenizer()
-    if name == "gpt2":
-        return tok.gpt2_tokenizer()
-    raise ValueError(f"tokenizer={name!r}: choose one of {', '.join(TOKENIZERS)}")
 
 
 def encode_document(tokenizer: TokenizerLike, text: str) -> list[int]:
@@ -126,18 +116,33 @@ def text_dataset(source: str, split: str, *, validation_documents: int = 100) ->
     if validation_documents < 1:
         raise ValueError(f"validation_documents={validation_documents}: must be >= 1 to hold out a validation set")
     builder = _builder(source)
+    local = source != "fineweb"
     try:
         stream = _open_stream(source, builder)
         columns = stream.column_names
-        first = next(iter(stream.take(1)), None)
+        # a local source is read up to one document past the held-out ones: enough to check it can be split
+        head = list(stream.take(validation_documents + 1 if local else 1))
+    except StopIteration:  # what the json and text builders raise for a file without a single record
+        head, columns = [], None
     except Exception as exc:  # pyarrow, json, network and hub errors come in many types
-        hint = " (FineWeb is streamed from the Hugging Face Hub: this needs network access)" * (source == "fineweb")
+        hint = " (FineWeb is streamed from the Hugging Face Hub: this needs network access)" * (not local)
         raise ValueError(f"cannot read data source {source!r}{hint}: {type(exc).__name__}: {exc}") from exc
-    if first is None:
-        raise ValueError(f"data source {source!r} is empty: it holds no documents")
-    columns = columns if columns is not None else list(first)
+    if not head:
+        raise ValueError(f"data source {source!r} is empty: it holds no documents; give a file with text in it")
+    columns = columns if columns is not None else list(head[0])
     if "text" not in columns:
         raise ValueError(f"data source {source!r} has no 'text' column (columns: {columns})")
+    for i, record in enumerate(head):
+        _check_text(record["text"], i, source)
+    if local and not any(record["text"] for record in head):
+        raise ValueError(f"data source {source!r} is empty: its {len(head)} document(s) hold no text")
+    if local and len(head) <= validation_documents:
+        kind = ("a .txt file is one document: use several (a glob such as 'texts/*.txt'), or a .jsonl file with "
+                "one {\"text\": ...} object per line, or " if builder == "text" else "add documents, or ")
+        raise ValueError(
+            f"data source {source!r} holds {len(head)} document(s), and the first validation_documents="
+            f"{validation_documents} are held out for validation, which leaves none to train on: {kind}"
+            f"hold out fewer (validation_documents < {len(head)}, the flag --validation-documents)")
     stream = stream.select_columns(["text"])
     if split == "validation":
         return stream.take(validation_documents)
@@ -147,10 +152,17 @@ def text_dataset(source: str, split: str, *, validation_documents: int = 100) ->
 # ---- 2. packing ----------------------------------------------------------------------------------------
 
 
+def _check_text(text, index: int, source: str) -> None:
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"document {index} of data source {source!r} has a 'text' of type {type(text).__name__} "
+                         f"({str(text)[:40]!r}): every document's text must be a string")
+
+
 def _pack(batch: dict[str, list], tokenizer: TokenizerLike, seq_len: int) -> dict[str, list]:
     """Documents -> ids joined by end-of-text -> blocks of seq_len + 1 overlapping by one token."""
     ids: list[int] = []
-    for text in batch["text"]:
+    for i, text in enumerate(batch["text"]):
+        _check_text(text, i, "the stream")
         if text is None:
             continue
         ids.extend(encode_document(tokenizer, text))

@@ -228,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "slides. Exit status: 0, or 1 if a prompt was refused or the model could not be loaded, "
                     "2 for bad options.",
     )
-    parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
+    from insideout.utils import PRESETS
+
+    parser.add_argument("--preset", choices=PRESETS, default=None,
                         help="which course model to load from the cache (default: $INSIDEOUT_PRESET, else cpu)")
     parser.add_argument("--checkpoint", default=None,
                         help="a safetensors checkpoint written by training (default: the preset's cached model)")

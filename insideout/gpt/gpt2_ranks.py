@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from insideout.gpt.bpe import parse_ranks  # the one parser of the rank format (bpe.read_ranks uses it too)
+
 WHISPER_VERSION = "20250625"  # openai-whisper sdist that ships whisper/assets/gpt2.tiktoken
 WHISPER_MEMBER = "whisper/assets/gpt2.tiktoken"
 
@@ -95,21 +97,6 @@ def install(data: bytes, url: str, expected_sha256: str, cache_dir: Path) -> Pat
     tmp.write_bytes(data)
     tmp.replace(path)
     return path
-
-
-def parse_ranks(data: bytes) -> dict[bytes, int]:
-    """Parse a ``.tiktoken`` rank file: one ``base64(token) rank`` per line."""
-    import base64
-
-    ranks = {}
-    for n, line in enumerate(data.splitlines(), start=1):
-        if line:
-            try:
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except ValueError as exc:
-                raise ValueError(f"line {n} of the rank file is not 'base64-token rank': {line[:60]!r}") from exc
-    return ranks
 
 
 def data_gym_byte_order() -> list[int]:

@@ -14,27 +14,30 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from insideout.gpt.config import TrainConfig
 from insideout.gpt.model import GPTConfig
+from insideout.utils import PRESETS, get_preset
 
-PRESET_NAMES = ("cpu", "gpu", "gpt2-small")
+PRESET_NAMES = PRESETS  # one list: $INSIDEOUT_PRESET, --preset and these functions accept the same names
 
 
 def _check(preset: str) -> str:
-    if preset not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_NAMES)}")
-    return preset
+    """The preset's canonical name (stripped, lower case); ValueError naming the choices for an unknown one."""
+    if not isinstance(preset, str):
+        raise ValueError(f"preset={preset!r}: choose one of {', '.join(PRESET_NAMES)}")
+    return get_preset(preset)
 
 
 def tokenizer_name(preset: str) -> str:
     """Which tokenizer a preset uses: 'course' (trained on the corpus) or 'gpt2'."""
-    return "gpt2" if _check(preset) == "gpt2-small" else "course"
+    return "gpt2" if _check(preset) == "gpt2-small" else "course"  # (names of tokenizer.TOKENIZERS)
 
 
 def model_config(preset: str) -> GPTConfig:
     """The GPTConfig of a preset; the vocabulary size is read from the preset's tokenizer."""
-    from insideout.gpt.data import load_tokenizer
+    from insideout.gpt.tokenizer import load_tokenizer
 
-    _check(preset)
+    preset = _check(preset)
     vocab_size = load_tokenizer(tokenizer_name(preset)).vocab_size
     if preset == "cpu":
         return GPTConfig(vocab_size=vocab_size, context_length=384, d_model=128, n_layer=4, n_head=4, dropout=0.0)
@@ -46,9 +49,7 @@ def model_config(preset: str) -> GPTConfig:
 
 def train_config(preset: str, **overrides):
     """The TrainConfig of a preset, with optional field overrides (validated like any TrainConfig)."""
-    from insideout.gpt.train import TrainConfig
-
-    _check(preset)
+    preset = _check(preset)
     if preset == "cpu":
         # 8 x 384 = 3072 tokens per step, about 1.6 M tokens (one pass over the training plays) in ~3 minutes
         config = TrainConfig(dataset="shakespeare", tokenizer="course", batch_size=8, grad_accum=1, max_steps=520,

@@ -9,18 +9,21 @@ says so.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from insideout.gpt.checkpoint import load_model, read_checkpoint
-from insideout.gpt.data import TokenizerLike, load_tokenizer
 from insideout.gpt.model import GPT
+from insideout.gpt.tokenizer import load_tokenizer, tokenizer_info
+
+if TYPE_CHECKING:
+    from insideout.gpt.data import TokenizerLike
 
 
 def _stale_reason(path, preset: str, tokenizer: TokenizerLike) -> str | None:
     """Why the cached checkpoint does not match the preset (None if it does)."""
     from insideout.gpt.presets import model_config, train_config
-    from insideout.gpt.train import tokenizer_info
 
     ckpt = read_checkpoint(path)
     if ckpt.model_config != model_config(preset):
@@ -73,8 +76,6 @@ def load_for_generation(preset: str | None = None, checkpoint: str | os.PathLike
         raise ValueError(f"checkpoint {path} does not say which tokenizer it was trained with")
     name = ckpt.meta.get("train_config", {}).get("tokenizer", "course")
     tokenizer = load_tokenizer(name)
-    from insideout.gpt.train import tokenizer_info
-
     if tokenizer_info(tokenizer)["sha256"] != info.get("sha256"):
         raise ValueError(f"checkpoint {path} was trained with a tokenizer that differs from today's {name!r} "
                          f"tokenizer: retrain it")
