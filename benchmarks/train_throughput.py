@@ -34,7 +34,7 @@ from contextlib import nullcontext
 import torch
 
 from insideout.gpt.model import GPT
-from insideout.gpt.presets import model_config, train_config
+from insideout.gpt.presets import PRESET_NAMES, model_config, train_config
 from insideout.gpt.train import forward_backward, make_optimizer
 from insideout.utils import get_device, seed_everything
 
@@ -75,7 +75,7 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 102
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="cpu", choices=("cpu", "gpu", "gpt2-small"))
+    p.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CPU, 30 on GPU)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")

@@ -119,3 +119,34 @@ def test_bad_run_arguments(corpus):
     small = GPTConfig(**{**TINY.to_dict(), "vocab_size": 100})
     with pytest.raises(ValueError, match="tokenizer has 257 tokens"):
         train(small, cfg, tokenizer=ByteTokenizer(), progress=False)
+
+
+def test_pretraining_on_fit_is_bit_identical_to_the_written_out_loop(corpus):
+    """The wrapper on insideout.training.fit against the loop it replaced, written out here: same weights, bit for
+    bit, with gradient accumulation, clipping (which depends on the order of the norms) and dropout."""
+    from insideout.gpt.train import evaluate, pretraining_streams
+
+    model_cfg = GPTConfig(**{**TINY.to_dict(), "dropout": 0.1})
+    cfg = TrainConfig(dataset=corpus, validation_documents=2, batch_size=4, grad_accum=2, max_steps=8,
+                      warmup_steps=2, lr=3e-3, eval_every=4, eval_batches=2, grad_clip=0.3, shuffle_buffer=32)
+    result = train(model_cfg, cfg, tokenizer=ByteTokenizer(), progress=False, verbose=False)
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_cfg)
+    optimizer = make_optimizer(model, cfg)
+    stream, val_batches = pretraining_streams(cfg, ByteTokenizer(), 32)
+    losses, vals = [], []
+    model.train()
+    for step in range(cfg.max_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        losses.append(forward_backward(model, next(stream), cfg.grad_accum).item())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % cfg.eval_every == 0:
+            vals.append(evaluate(model, val_batches))
+    assert result.history["loss"] == losses and result.history["val_loss"] == vals
+    assert max(result.history["grad_norm"]) > cfg.grad_clip, "clipping must be active for the test to bite"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, result.model.state_dict()[name]), name
