@@ -184,6 +184,19 @@ def test_logits_hook_constrains_decoding_and_sees_the_generated_tokens():
     forced = sample(model, prompts, 6, greedy=True, logits_hook=copy_step)
     assert forced.tokens == [[(s + i) % V for s in range(6)] for i in range(5)]
 
+    stops = range(0, 30, 2)
+
+    def nothing_after_the_stop(step, logits, generated):  # a finished row gets no allowed token at all
+        out = only_even(step, logits, generated)
+        if step:
+            out[generated[:, -1] < 30] = float("-inf")
+        return out
+
+    ended = sample(model, prompts, 8, generator=torch.Generator().manual_seed(0), stop_tokens=stops,
+                   logits_hook=nothing_after_the_stop)
+    assert all(t[-1] in stops or len(t) == 8 for t in ended.tokens)
+    assert len({len(t) for t in ended.tokens}) > 1, "rows must finish at different steps for the test to bite"
+
 
 def test_zero_new_tokens_and_a_sequence_filling_the_context():
     model = small_model()

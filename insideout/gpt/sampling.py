@@ -224,6 +224,8 @@ def _sample_batch(model: GPT, prompts: list[list[int]], start: int, end: int, ma
                 raise ValueError(f"logits_hook must return a tensor of shape {tuple(logits.shape)}, got "
                                  f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
             logits = out
+            if bool(done.any()):  # a finished row's draw is discarded: whatever the hook left, draw something
+                logits = logits.masked_fill(done[:, None], 0.0)
         nxt = draw_tokens(logits, **options)  # (live,)
         if hook is not None:  # rows are never dropped: a finished row repeats its stop token
             nxt = torch.where(done, generated[:, max(step - 1, 0)], nxt)
