@@ -11,11 +11,14 @@
 # ---
 
 # %% [markdown]
-# # Generating text
+# # 08 · Generating text
 #
 # The model you trained in [chapter 07](07_training.ipynb) does one thing: given tokens $x_1, \dots, x_t$ it
 # returns logits $z \in \mathbb{R}^{V}$, one score per vocabulary entry, whose softmax
-# $p_i = e^{z_i} / \sum_j e^{z_j}$ is its distribution for the next token $x_{t+1}$ ($V$ is the vocabulary size).
+# $p_i = e^{z_i} / \sum_j e^{z_j}$ is its distribution for the next token $x_{t+1}$ ($V$ is the vocabulary size) —
+# the same softmax that turned logits into probabilities by hand in Part 1's
+# [chapter 07](../manual_calc/07_cross_entropy_loss.ipynb), where the model was scored on them instead of sampling
+# from them.
 # To write text you **choose** a token from that distribution, append it, and ask again — one token at a time,
 # each choice becoming part of the next context. That loop is called autoregressive generation.
 #
@@ -53,8 +56,8 @@ print(f"{model.num_parameters():,} parameters | vocabulary V = {V} | context {mo
 # %% [markdown]
 # ## The distribution for a real prompt
 #
-# The prompt comes from *Hamlet*, one of the three plays held out of training (chapter 07 split the corpus by
-# play), so the model has never seen this text.
+# The prompt comes from *Hamlet*, one of the three plays held out of training ([chapter 07](07_training.ipynb) split the
+# corpus by play), so the model has never seen this text.
 
 # %%
 hamlet = next(w for w in shakespeare_works("validation") if w.key == "hamlet").text
@@ -305,25 +308,33 @@ methods = {
     "T = 0.8, k = 50, p = 0.95": dict(temperature=0.8, top_k=50, top_p=0.95),
 }
 shown = torch.topk(p, 20).indices
+entropies = {}
 fig, axes = plt.subplots(len(methods), 1, figsize=(10, 2.0 * len(methods)), sharex=True)
 for ax, (name, kwargs) in zip(axes, methods.items(), strict=True):
     q = next_token_distribution(z, **kwargs).double()
     ax.bar(range(20), q[shown].cpu().numpy(), color="C0")
     ax.set_ylabel("probability")
-    H = (-(q[q > 0] * q[q > 0].log()).sum()).clamp_min(0).item()  # clamp: a one-hot gives -0.0
+    H = -(q[q > 0] * q[q > 0].log()).sum().item() + 0.0  # + 0.0: a one-hot gives -(1 ln 1) = -0.0, shown as 0.000
+    entropies[name] = H
     ax.set_title(f"{name}: tokens possible {int((q > 0).sum())}, entropy {H:.3f} nats", fontsize=10)
 axes[-1].set_xticks(range(20), [label(i) for i in shown.tolist()], rotation=60)
 axes[-1].set_xlabel("the 20 most likely next tokens (model at T = 1), most likely first")
 fig.suptitle("Next-token distributions after the Hamlet prompt, by decoding method", y=1.0)
 fig.tight_layout()
 plt.show()
+assert entropies["greedy"] == 0.0 and str(round(entropies["greedy"], 3)) == "0.0", "greedy is one token: entropy 0"
+assert max(entropies.values()) == entropies["T = 1.5"], "the hottest distribution should be the most uncertain"
 
 # %% [markdown]
 # ## Samples
 #
-# Now generate 120 tokens with each method, 4 samples each, from a `torch.Generator` seeded with 0 — rerunning
-# the cell gives exactly the same text. Alongside, two measurements per method over its 4 samples: the repeated
-# 4-gram fraction, and the mean log-probability per token the model (at $T = 1$) assigns to the generated text.
+# Now generate 120 tokens with each method, 4 samples each. Each method draws from its own `torch.Generator`, seeded
+# with the method's position in the list (0, 1, 2, ...) — rerunning the cell gives exactly the same text. Why not one
+# seed for all? The sampler turns each uniform random number into a token through the cumulative distribution; two
+# methods whose distributions are nearly the same (the model at $T = 1$ and top-p with $p = 0.9$, which keeps most of
+# the mass) then turn the *same* random numbers into the same tokens, so their samples would share long passages by
+# construction, not because the methods agree. Measured, on the first sample of each: the longest run of tokens the
+# two continuations share, from one seed and from separate seeds.
 
 # %%
 def evaluate(tokens: torch.Tensor) -> tuple[float, float]:
@@ -336,12 +347,37 @@ def evaluate(tokens: torch.Tensor) -> tuple[float, float]:
     return repeats, chosen.mean().item()
 
 
+def longest_shared_run(a: list[int], b: list[int]) -> int:
+    """Length of the longest run of tokens that occurs in both lists."""
+    best, previous = 0, [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def draw(kwargs: dict, seed: int) -> torch.Tensor:
+    return generate(model, prompt.repeat(4, 1), 120, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+seeds = {name: i for i, name in enumerate(methods)}  # one stream per method
+t1, tp = methods["model (T = 1)"], methods["top-p, p = 0.9"]
+shared_seed = longest_shared_run(draw(t1, 0)[0, len(ids):].tolist(), draw(tp, 0)[0, len(ids):].tolist())
 samples, stats = {}, {}
 for name, kwargs in methods.items():
-    g = torch.Generator().manual_seed(0)
-    samples[name] = generate(model, prompt.repeat(4, 1), 120, generator=g, **kwargs)  # (4, P + 120)
+    samples[name] = draw(kwargs, seeds[name])  # (4, P + 120)
     stats[name] = evaluate(samples[name])
-    print(f"{name:<26} repeated 4-grams {stats[name][0]:.3f} | mean log p per token {stats[name][1]:.3f}")
+own_seeds = longest_shared_run(samples["model (T = 1)"][0, len(ids):].tolist(),
+                               samples["top-p, p = 0.9"][0, len(ids):].tolist())
+print(f"T = 1 vs top-p 0.9, longest shared run of tokens: {shared_seed} from one seed, {own_seeds} from their own")
+assert shared_seed >= 3 * max(own_seeds, 1), "one random stream should make the two samples share long passages"
+for name in methods:
+    print(f"{name:<26} seed {seeds[name]} | repeated 4-grams {stats[name][0]:.3f} | "
+          f"mean log p per token {stats[name][1]:.3f}")
 
 # %% [markdown]
 # Greedy decoding is the most repetitive, by far: once a phrase has become likely, repeating it makes it likelier
@@ -377,10 +413,11 @@ def combined_sample(seed: int) -> torch.Tensor:
     return generate(model, prompt.repeat(4, 1), 120, temperature=0.8, top_k=50, top_p=0.95, generator=g)
 
 
-same, other = combined_sample(0), combined_sample(1)
-print(f"seed 0 again gives the same 4 samples: {torch.equal(same, samples['T = 0.8, k = 50, p = 0.95'])} | "
-      f"seed 1 gives different ones: {not torch.equal(same, other)}")
-assert torch.equal(same, samples["T = 0.8, k = 50, p = 0.95"]) and not torch.equal(same, other)
+combined = "T = 0.8, k = 50, p = 0.95"
+same, other = combined_sample(seeds[combined]), combined_sample(seeds[combined] + 100)
+print(f"seed {seeds[combined]} again gives the same 4 samples: {torch.equal(same, samples[combined])} | "
+      f"seed {seeds[combined] + 100} gives different ones: {not torch.equal(same, other)}")
+assert torch.equal(same, samples[combined]) and not torch.equal(same, other)
 
 # %% [markdown]
 # ## Prompts, context and errors
@@ -390,7 +427,7 @@ assert torch.equal(same, samples["T = 0.8, k = 50, p = 0.95"]) and not torch.equ
 # - a **prompt longer than the context is refused** with a `ValueError` — silently dropping its beginning would
 #   change what you asked; cut it yourself (`ids[:, -context_length:]`) if that is what you want;
 # - generation **past the context slides**: each new token is predicted from the last `context_length` tokens
-#   (the [KV-cache](09_kv_cache.ipynb) then stops helping, for reasons chapter 09 explains);
+#   (the [KV-cache](09_kv_cache.ipynb) then stops helping, for reasons [chapter 09](09_kv_cache.ipynb) explains);
 # - nonsensical settings are refused with the value and what is allowed.
 
 # %%
