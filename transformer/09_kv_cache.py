@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # The KV-cache
+# # 09 · The KV-cache
 #
 # In [chapter 08](08_generation.ipynb) every new token cost one forward pass over the **whole** sequence so far:
 # to write token 257, the model re-read tokens 1 to 256 and recomputed, in every layer, their keys and values —
@@ -64,9 +64,11 @@ print(f"{model.num_parameters():,} parameters | n_layer {cfg.n_layer} | n_head {
 # v^{(\ell)}_i = x^{(\ell)}_i W_V^{(\ell)},
 # $$
 #
-# and its attention output mixes the values of positions $j \le i$ only (the causal mask). So $x^{(\ell+1)}_i$
-# depends on tokens $1, \dots, i$ and on nothing after them — in every layer, by induction. Appending token
-# $t+1$ therefore leaves $k^{(\ell)}_i$ and $v^{(\ell)}_i$ of every earlier position $i \le t$ exactly as they were.
+# and its attention output mixes the values of positions $j \le i$ only (the causal mask; Part 1's
+# [chapter 03](../manual_calc/03_attention.ipynb) computes it by hand, and its row 0, `<bos>`, reads nothing but
+# itself). So $x^{(\ell+1)}_i$ depends on tokens $1, \dots, i$ and on nothing after them — in every layer, by induction.
+# Appending token $t+1$ therefore leaves $k^{(\ell)}_i$ and $v^{(\ell)}_i$ of every earlier position $i \le t$ exactly
+# as they were.
 #
 # Check it on the trained model: run a passage of $T$ tokens and the same passage cut after $t$ tokens, record the
 # keys and values of every layer with the model's hook points, and compare the first $t$ positions.
@@ -378,7 +380,10 @@ print(f"KV-cache checks passed: exact logits, memory by formula, faster generati
 # ## Recap
 #
 # - Under the causal mask, the keys and values of earlier positions never change when tokens are appended
-#   (measured above: differences at rounding level), so recomputing them is waste.
+#   (measured above: differences at rounding level), so recomputing them is waste. The same property, read
+#   backwards, is half of why the last position's gradient is exactly zero in Part 1's
+#   [chapter 09](../manual_calc/09_backpropagation.ipynb): no earlier position reads it, and its own logits are not
+#   in the loss.
 # - The KV-cache stores them per layer; each decode step feeds one token, whose single query attends over all
 #   cached keys. The prefill processes the prompt in one pass.
 # - Cached and uncached logits agree at every step (to rounding) on the trained model, and for learned, ALiBi,
