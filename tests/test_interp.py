@@ -197,6 +197,36 @@ def test_metric_normalisation_and_patch_grids():
     assert all_hooks_removed(model)
 
 
+def test_patch_summary_matches_the_full_grids():
+    model = small_model()
+    gen = torch.Generator().manual_seed(7)
+    clean = torch.randint(0, 37, (1, 7), generator=gen)
+    corrupted = clean.clone()
+    corrupted[0, 2] = (clean[0, 2] + 11) % 37
+    clean_logits, corrupted_logits = model(clean)[0], model(corrupted)[0]
+    answer, wrong = int(clean_logits[0, -1].argmax()), int(corrupted_logits[0, -1].argmax())
+    if answer == wrong:
+        wrong = int(corrupted_logits[0, -1].argsort()[-2])
+    ld = interp.logit_diff
+    swap = interp.TokenSwap(clean, corrupted, 2, answer, wrong, ld(clean_logits, answer, wrong).item(),
+                            ld(corrupted_logits, answer, wrong).item())
+    summary = interp.patch_summary(model, swap)
+    metric = interp.normalised_logit_diff(clean_logits, corrupted_logits, answer, wrong)
+    grid = interp.patch_residual(model, clean, corrupted, metric)
+    assert torch.equal(summary.at_swap, grid[:, 2]) and torch.equal(summary.at_last, grid[:, -1])
+    assert summary.at_swap[0] == 1.0 and summary.at_last[-1].item() == pytest.approx(1.0, abs=1e-9)
+    assert torch.equal(summary.heads_last, interp.patch_heads(model, clean, corrupted, metric, position=-1))
+    assert summary.attn_out.shape == (2,)
+    for layer in range(2):  # every head of a block at once = the block's attention output
+        names = [f"blocks.{layer}.attn.hook_z"]
+        z = interp.run_with_cache(model, clean, names)[1][names[0]]
+        every_head = interp.patch(model, corrupted, names[0], z, (slice(None),), metric)
+        assert every_head == pytest.approx(summary.attn_out[layer].item(), abs=1e-5)
+    with pytest.raises(ValueError, match="outside the prompt"):
+        interp.patch_summary(model, interp.TokenSwap(clean, corrupted, 9, answer, wrong, 1.0, -1.0))
+    assert all_hooks_removed(model)
+
+
 def test_logit_lens_and_next_token_stats():
     model = small_model()
     idx = torch.randint(0, 37, (2, 6), generator=torch.Generator().manual_seed(8))

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Interpretability
+# # 10 · Interpretability
 #
 # The model trained in [chapter 07](07_training.ipynb) continues a line of Shakespeare far better than chance (we
 # measure it again below). *How* does it do it? Its weights are a long list of unlabelled numbers (the count is
@@ -85,12 +85,12 @@ def labels(ids):
 # call $x$ the **residual stream**: a shared channel that every block reads from and writes into.
 #
 # The attention output splits further, head by head. Head $h$ produces $z_h \in \mathbb{R}^{T \times d_h}$, its
-# attention-weighted sum of values ($d_h = d / H$ with $H$ heads). The output projection
-# $W_O \in \mathbb{R}^{d \times H d_h}$ acts on the heads concatenated, so it splits into column blocks
+# attention-weighted sum of values ($d_h = d / n_h$ with $n_h$ heads). The output projection
+# $W_O \in \mathbb{R}^{d \times n_h d_h}$ acts on the heads concatenated, so it splits into column blocks
 # $W_O^{h} \in \mathbb{R}^{d \times d_h}$ and
 #
 # $$
-# \mathrm{Attn}_\ell(\cdot) = \sum_{h=1}^{H} z_h \,(W_O^{h})^\top + b_O .
+# \mathrm{Attn}_\ell(\cdot) = \sum_{h=1}^{n_h} z_h \,(W_O^{h})^\top + b_O .
 # $$
 #
 # Each term $z_h (W_O^h)^\top \in \mathbb{R}^{T \times d}$ is head $h$'s **result**: exactly what that head writes
@@ -233,16 +233,16 @@ assert self_top / windows.numel() > 0.5, "with tied weights the embedding's lens
 #
 # A head's **attention pattern** is the matrix of softmax weights $A_{ij} = \mathrm{softmax}_j\big(q_i \cdot k_j /
 # \sqrt{d_h}\big)$, masked so that query position $i$ sees only keys $j \le i$ ([chapter 02](02_attention.ipynb);
-# computed by hand in [Part 1 · Attention](../manual_calc/03_attention.ipynb)). Row $i$ says where position $i$
+# computed by hand in Part 1's [chapter 03](../manual_calc/03_attention.ipynb)). Row $i$ says where position $i$
 # reads from; the first row always reads only itself. Here are all heads on the first
-# 16 tokens of the passage; read each map row by row: a dark cell at row $i$, column $j$ means token $i$ reads
-# token $j$.
+# 16 tokens of the passage, all on one colour scale from 0 to 1 (the colour bar): read each map row by row, a dark
+# cell at row $i$, column $j$ means token $i$ reads token $j$.
 
 # %%
 short = passage[:, :16]
 _, pcache = interp.run_with_cache(model, short, lambda n: n.endswith("hook_pattern"))
 tick = labels(short[0])
-fig, axes = plt.subplots(L, H, figsize=(3.2 * H, 3.2 * L))
+fig, axes = plt.subplots(L, H, figsize=(3.2 * H + 1.2, 3.2 * L), constrained_layout=True)
 for layer in range(L):
     pattern = pcache[f"blocks.{layer}.attn.hook_pattern"][0].cpu()  # (H, T, T)
     assert torch.allclose(pattern.sum(-1), torch.ones(H, 16)) and (pattern.triu(1) == 0).all()
@@ -256,16 +256,18 @@ for ax in axes[-1]:
     ax.set_xlabel("key token (read)")
 for ax in axes[:, 0]:
     ax.set_ylabel("query token")
-fig.suptitle("Attention patterns of the course model on Hamlet (row = query, column = key; weights 0 to 1)")
-fig.tight_layout()
+fig.colorbar(axes[0, 0].collections[0], ax=axes, shrink=0.5, label="attention weight (one scale for every map)")
+fig.suptitle("Attention patterns of the course model on Hamlet (row = query, column = key)")
 plt.show()
 
 # %% [markdown]
 # Three numbers summarise the shape of a head, averaged over the eight 384-token validation windows: the
 # **previous-token score** (mean attention from position $i$ to $i-1$), the **focus** (mean over rows of the
 # largest weight in the row: 1 for a head that always reads a single token, $1/(i+1)$ at row $i$ for one that reads
-# everything equally), and the **mean distance** $\sum_j A_{ij}(i - j)$ in tokens. Each is printed next to the
-# value that uniform attention over the past would give.
+# everything equally), and the **mean distance** $\sum_j A_{ij}(i - j)$ in tokens. The three are different
+# quantities, so the maps below colour each score by its ratio to the value uniform attention over the past would
+# give (that value is in each title), on one logarithmic colour scale shared by the three maps: white is uniform,
+# red above it, blue below it, and the colour bar says by how much. The cells show the scores themselves.
 
 # %%
 _, vcache = interp.run_with_cache(model, windows, lambda n: n.endswith("hook_pattern"))
@@ -277,14 +279,20 @@ distance = torch.stack([(p * gap).sum(-1).mean(dim=(0, 2)) for p in patterns]).c
 positions = torch.arange(span, dtype=torch.float64)
 uniform = {"previous-token score": (1 / (positions[1:] + 1)).mean().item(),
            "focus": (1 / (positions + 1)).mean().item(), "mean distance (tokens)": (positions / 2).mean().item()}
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
 formats = (".3f", ".3f", ".1f")
+ratio_range = 8.0  # the colour scale runs from 1/8 to 8 times the uniform value
 for ax, scores, (title, ref), fmt in zip(axes, (prev_score, focus, distance), uniform.items(), formats, strict=True):
-    sns.heatmap(scores, ax=ax, annot=True, fmt=fmt, cmap="viridis", cbar=False)
+    sns.heatmap((scores / ref).log2(), ax=ax, annot=scores.numpy(), fmt=fmt, cmap="RdBu_r", center=0,
+                vmin=-math.log2(ratio_range), vmax=math.log2(ratio_range), cbar=False)
     ax.set_title(f"{title}\n(uniform attention: {ref:{fmt}})")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-plt.suptitle("What every head of the course model does, averaged over the validation windows", y=1.05)
+bar = fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.9)
+ticks = [-3, -2, -1, 0, 1, 2, 3]
+bar.set_ticks(ticks, labels=[f"×{2.0 ** t:g}" if t >= 0 else f"×1/{2 ** -t:g}" for t in ticks])
+bar.set_label("score ÷ uniform value (one scale)")
+fig.suptitle("What every head of the course model does, averaged over the validation windows")
 plt.show()
 sharp = [(layer, head) for layer in range(L) for head in range(H) if prev_score[layer, head] > 0.5]
 print(f"previous-token score: best {prev_score.max():.4f}, uniform {uniform['previous-token score']:.4f}; "
@@ -704,6 +712,111 @@ if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-pr
 # block carries most of it, a head that looks straight back at the bracket from the last position. Nothing in this
 # small model is a clean textbook circuit, but this piece of it, "an open bracket earlier means a closing bracket
 # may come next", is found and checked by computation alone.
+#
+# ### The route over many pairs
+#
+# One pair is an anecdote: its numbers could belong to that prompt alone. So we repeat the measurements that trace the
+# route on the most decisive pairs the search found (up to 16), each with its own normalised metric:
+# `interp.patch_summary` patches the residual stream at the swapped position and at the last position for every
+# stream, every block's whole attention output, and every head at the last position. The averages show the route;
+# the spread across pairs says how typical it is.
+
+# %%
+def quartiles(values: torch.Tensor) -> torch.Tensor:
+    """25th, 50th and 75th percentiles along dimension 0."""
+    return torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype), dim=0)
+
+
+pairs = swaps[:16]
+summaries = [interp.patch_summary(model, sw) for sw in pairs]
+at_swap = torch.stack([sm.at_swap for sm in summaries])  # (pairs, L + 1)
+at_last = torch.stack([sm.at_last for sm in summaries])  # (pairs, L + 1)
+attn_r = torch.stack([sm.attn_out for sm in summaries])  # (pairs, L)
+heads_r = torch.stack([sm.heads_last for sm in summaries])  # (pairs, L, H)
+print(f"{len(pairs)} pairs, margins {pairs[-1].margin:.3f} to {pairs[0].margin:.3f}; swaps: "
+      f"{dict(Counter(swapped(sw) for sw in pairs))}")
+back = Counter(sw.clean.shape[1] - sw.position for sw in pairs)
+print(f"swapped token this many tokens before the end: {dict(sorted(back.items()))}")
+stream_names = interp.residual_labels(model)
+print(f"{'residual stream':>15s} {'R at the swap: mean, median [IQR]':>36s} "
+      f"{'R at the last position: mean, median [IQR]':>45s}")
+for k, name in enumerate(stream_names):
+    qs, ql = quartiles(at_swap[:, k]), quartiles(at_last[:, k])
+    print(f"{name:>15s} {at_swap[:, k].mean():14.4f}, {qs[1]:.4f} [{qs[0]:.4f}, {qs[2]:.4f}] "
+          f"{at_last[:, k].mean():16.4f}, {ql[1]:.4f} [{ql[0]:.4f}, {ql[2]:.4f}]")
+for layer in range(L):
+    q = quartiles(attn_r[:, layer])
+    print(f"block {layer}: attention output patched, R mean {attn_r[:, layer].mean():.4f}, median {q[1]:.4f} "
+          f"[{q[0]:.4f}, {q[2]:.4f}], range {attn_r[:, layer].min():.4f} to {attn_r[:, layer].max():.4f}")
+assert (at_swap[:, 0] == 1.0).all() and ((at_last[:, -1] - 1).abs() < 1e-6).all(), \
+    "every pair: the swapped embedding and the last stream at the last position restore the clean run"
+
+# %%
+everything = torch.cat([at_swap.flatten(), at_last.flatten(), attn_r.flatten()])
+limits = (min(-0.3, everything.min().item() - 0.1), max(1.3, everything.max().item() + 0.1))
+fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+for ax, values, where in ((axes[0], at_swap, "at the swapped position"), (axes[1], at_last, "at the last position")):
+    for row in values:
+        ax.plot(range(L + 1), row, color="grey", alpha=0.3, lw=0.8)
+    low, median, high = quartiles(values)
+    ax.plot(range(L + 1), values.mean(0), "o-", color="C0", label=f"mean of {len(pairs)} pairs")
+    ax.plot(range(L + 1), median, "s--", color="C2", label="median")
+    ax.fill_between(range(L + 1), low, high, color="C0", alpha=0.2, label="middle half of the pairs")
+    ax.set_xticks(range(L + 1), stream_names, rotation=30)
+    ax.set(title=f"Residual stream patched {where}", xlabel="residual stream patched", ylabel="recovery R",
+           ylim=limits)
+    ax.grid(alpha=0.3)
+axes[0].plot([], [], color="grey", alpha=0.5, lw=0.8, label="one pair")
+axes[0].legend(fontsize=8)
+axes[2].boxplot([attn_r[:, layer].numpy() for layer in range(L)], positions=list(range(L)))
+for layer in range(L):
+    axes[2].plot([layer] * len(pairs), attn_r[:, layer], "o", color="C1", alpha=0.4, ms=4)
+axes[2].set(title="One block's attention output patched", xlabel="block", ylabel="recovery R", ylim=limits)
+axes[2].grid(alpha=0.3)
+fig.suptitle("Denoising patches over many clean/corrupted pairs (each dot or grey line is one pair)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# And the heads, patched one at a time at the last position: the mean recovery over the pairs, and its standard
+# deviation, on the same colour scale.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+for ax, grid_, what in ((axes[0], heads_r.mean(0), "mean"), (axes[1], heads_r.std(0), "standard deviation")):
+    sns.heatmap(grid_, ax=ax, annot=True, fmt=".3f", cmap="RdBu", center=0, vmin=-1, vmax=1, cbar=False)
+    ax.set(title=f"{what} over the pairs", xlabel="head", ylabel="layer")
+fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.8, label="recovery R (one scale for both)")
+fig.suptitle(f"One head patched at the last position, {len(pairs)} pairs")
+plt.show()
+best_head = divmod(int(heads_r.mean(0).argmax()), H)
+wins = Counter(divmod(int(r.argmax()), H) for r in heads_r)
+print(f"head with the largest mean recovery: layer {best_head[0]}, head {best_head[1]}, "
+      f"R = {heads_r.mean(0)[best_head]:.4f} ± {heads_r.std(0)[best_head]:.4f}; "
+      f"it is the best single head in {wins[best_head]} of {len(pairs)} pairs")
+mover_avg = int(attn_r.mean(0).argmax())
+jumps_avg = at_last.mean(0)[1:] - at_last.mean(0)[:-1]
+print(f"on average the attention of block {mover_avg} restores the most, and the mean recovery at the last "
+      f"position jumps most across block {int(jumps_avg.argmax())} (+{jumps_avg.max():.4f})")
+typical = [int(quartiles(at_swap[:, k])[1] > 0.9 and quartiles(at_last[:, k])[1] < 0.1) for k in range(1, L)]
+atypical = int((attn_r[:, L - 1] < 0.5).sum())
+print(f"pairs whose last block's attention restores less than half: {atypical} of {len(pairs)}")
+if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model
+    assert all(typical), "expected the typical pair to keep the information at the swap until the last block"
+    assert mover_avg == L - 1 == int(jumps_avg.argmax()), "expected the last block's attention to move it, on average"
+    assert quartiles(attn_r[:, L - 1])[1] > 0.9, "expected the last block's attention to restore most, in most pairs"
+    assert wins[best_head] >= len(pairs) // 2 and best_head[0] == L - 1, "expected one head of the last block"
+    assert 0 < atypical < len(pairs) // 3, "expected a few pairs that take another route"
+
+# %% [markdown]
+# Over the pairs the route of the example is the typical one, and the spread shows how typical (the asserts check
+# these statements on the numbers printed above). For most pairs the information stays at the swapped position
+# through the first blocks — the median recovery there stays near 1, the median at the last position near 0 — and
+# the attention of the last block moves it, with the same single head of that block as the best one in most pairs.
+# The means sit below the medians because a minority of pairs, visible as the grey lines and dots far from the rest,
+# take another route: for them an earlier block's attention already carries part of the information, or the last
+# block restores only part of it. A claim about "the" mechanism of a model is a claim about such a distribution, not
+# about one prompt.
 
 # %% [markdown]
 # ## Recap
@@ -720,6 +833,8 @@ if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-pr
 # - **Activation patching** moves clean activations into a corrupted run. With a normalised logit difference
 #   (exactly 0 on the corrupted run and 1 on the clean run) the residual-stream map shows the route the
 #   information takes from the changed token to the prediction, and per-head patching shows which heads carry it.
+#   Repeated over many pairs, the same patches show how typical one pair's route is: the medians follow it, the
+#   spread shows the pairs that do not.
 #
 # These tools are small, but they are the ones used on large models, and they work on any model you train: run
 # this chapter with `INSIDEOUT_PRESET=gpu` to look inside one trained for longer.

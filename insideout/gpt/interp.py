@@ -359,6 +359,41 @@ class TokenSwap:
         return min(self.clean_diff, -self.corrupted_diff)
 
 
+@dataclass(frozen=True, eq=False)
+class PatchSummary:
+    """Denoising recoveries of one clean/corrupted pair, each normalised to 0 (corrupted) .. 1 (clean)."""
+
+    at_swap: torch.Tensor  # (n_layer + 1,) residual stream patched at the swapped position, per stream
+    at_last: torch.Tensor  # (n_layer + 1,) residual stream patched at the last position, per stream
+    attn_out: torch.Tensor  # (n_layer,) one block's whole attention output patched (every position)
+    heads_last: torch.Tensor  # (n_layer, n_head) one head's output patched at the last position
+
+
+def patch_summary(model: GPT, swap: TokenSwap) -> PatchSummary:
+    """The few patches that trace a swap's route for one pair (its own normalised logit-difference metric).
+
+    Cheaper than the full grids (2 (n_layer + 1) + n_layer + n_layer n_head forward passes), so that it can be
+    averaged over many pairs: the residual stream at the swapped and at the last position, every block's attention
+    output, and every head at the last position.
+    """
+    device = next(model.parameters()).device
+    clean, corrupted = swap.clean.to(device), swap.corrupted.to(device)
+    if not -clean.shape[1] <= swap.position < clean.shape[1]:
+        raise ValueError(f"swap.position={swap.position} lies outside the prompt of {clean.shape[1]} tokens")
+    metric = normalised_logit_diff(run_with_hooks(model, clean, {}), run_with_hooks(model, corrupted, {}),
+                                   swap.answer, swap.wrong)
+    streams = residual_names(model)
+    attn = [f"blocks.{i}.hook_attn_out" for i in range(model.config.n_layer)]
+    cache = _clean_cache(model, clean, corrupted, streams + attn)
+    every = slice(None)
+
+    def along(names: list[str], where: tuple) -> torch.Tensor:
+        return torch.tensor([patch(model, corrupted, n, cache[n], where, metric) for n in names], dtype=torch.float64)
+
+    return PatchSummary(at_swap=along(streams, (every, swap.position)), at_last=along(streams, (every, -1)),
+                        attn_out=along(attn, (every,)), heads_last=patch_heads(model, clean, corrupted, metric, -1))
+
+
 def _last_logits(model: GPT, prompts: torch.Tensor, batch: int) -> torch.Tensor:
     device = model.tok_emb.weight.device
     with torch.no_grad():
