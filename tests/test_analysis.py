@@ -113,3 +113,41 @@ def test_position_similarity():
         position_similarity(torch.ones(1, 1, 3))
     with pytest.raises(ValueError, match="zero vector"):
         position_similarity(torch.zeros(1, 3, 2))
+
+
+def _tiny_runs(seeds=(0, 1)):
+    from insideout.gpt.analysis import NextTokenRun
+    from insideout.training import OptimConfig
+
+    data = torch.arange(400) % 23  # a periodic stream: learnable in a few steps
+    config = GPTConfig(vocab_size=23, context_length=8, d_model=16, n_layer=1, n_head=2)
+    optim = OptimConfig(max_steps=6, lr=3e-3, warmup_steps=1, min_lr_ratio=0.0, weight_decay=0.0)
+    return [NextTokenRun(config, optim, data, batch_size=4, seed=s) for s in seeds]
+
+
+def test_next_token_models_in_workers_equal_those_in_process(monkeypatch, tmp_path, restore_torch_state):
+    from insideout import utils
+    from insideout.gpt.analysis import trained_next_token_models
+
+    states = {}
+    for workers in (1, 2):
+        monkeypatch.setenv(utils.CACHE_ENV, str(tmp_path / f"w{workers}"))
+        models = trained_next_token_models(_tiny_runs(), workers=workers)
+        states[workers] = [m.state_dict() for m in models]
+        assert len(list((tmp_path / f"w{workers}").glob("next-token-gpt-*.safetensors"))) == 2
+    for a, b in zip(states[1], states[2], strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a), "a worker process must train the same weights"
+    assert not torch.equal(states[1][0]["tok_emb.weight"], states[1][1]["tok_emb.weight"]), "seeds must differ"
+    again = trained_next_token_models(_tiny_runs(), workers=2)  # from the cache: nothing to train
+    assert all(torch.equal(again[0].state_dict()[k], states[2][0][k]) for k in states[2][0])
+
+
+def test_next_token_runs_validate():
+    from insideout.gpt.analysis import random_windows, trained_next_token_models
+
+    with pytest.raises(ValueError, match="workers"):
+        trained_next_token_models(_tiny_runs(), workers=0)
+    with pytest.raises(ValueError, match="longer than the window"):
+        next(random_windows(torch.arange(5), 9, 2, torch.Generator()))
+    run = _tiny_runs()[0]
+    assert run.key() == _tiny_runs()[0].key() and run.key() != _tiny_runs((1,))[0].key()

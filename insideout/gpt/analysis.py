@@ -7,15 +7,22 @@
   the 1/sqrt(d_k) scale.
 - ``block_grad_norms`` / ``position_similarity``: gradient norm per block of a deep stack, and how alike the
   representations of different positions are (rank collapse).
+- ``NextTokenRun`` / ``trained_next_token_models``: small GPTs trained with ``insideout.training.fit`` on a token
+  stream from a seed, cached, the missing ones trained two at a time (chapter 01's vocabulary-size measurement).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
+from insideout.cache import artifact_path, cached
 from insideout.gpt.model import GPT, GPTConfig
+from insideout.training import OptimConfig
 
 # GPT-2 small (Radford et al., 2019; 12 heads from the released hyper-parameters) and GPT-3 175B (Brown et al.,
 # 2020, Table 2.1: 96 layers, d_model 12288, 96 heads of 128, context 2048, d_ff = 4 d_model, GPT-2's tokenizer).
@@ -113,3 +120,86 @@ def position_similarity(x: torch.Tensor) -> float:
     T = x.shape[1]
     off_diagonal = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(-1)
     return (off_diagonal / (T * (T - 1))).mean().item()
+
+
+# ---- small language models trained side by side (chapter 01's vocabulary-size measurement) -------------------
+
+
+@dataclass(frozen=True)
+class NextTokenRun:
+    """One small next-token model to train: its config, optimiser, token stream, batch size and seed."""
+
+    config: GPTConfig
+    optim: OptimConfig
+    data: torch.Tensor  # (N,) token ids; batches are random windows of config.context_length + 1 tokens
+    batch_size: int
+    seed: int  # fixes the initial weights and the order of the batches
+
+    def key(self) -> dict:
+        """Everything the trained weights depend on (the token stream by its sha256), for ``insideout.cache``."""
+        return {"model": self.config.to_dict(), "optim": self.optim.to_dict(), "batch_size": self.batch_size,
+                "seed": self.seed, "threads": 1, "data_sha256": hashlib.sha256(self.data.numpy().tobytes()).hexdigest()}
+
+
+def random_windows(data: torch.Tensor, length: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches (batch_size, length) of windows starting at random positions of ``data``."""
+    if data.dim() != 1 or len(data) <= length:
+        raise ValueError(f"data of shape {tuple(data.shape)}: need a 1-D stream longer than the window ({length})")
+    while True:
+        starts = torch.randint(0, len(data) - length + 1, (batch_size,), generator=gen)
+        yield torch.stack([data[s:s + length] for s in starts.tolist()])
+
+
+def next_token_loss(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting every token of a (B, T + 1) batch from the ones before it."""
+    return model(batch[:, :-1], batch[:, 1:])[1]
+
+
+def train_next_token_model(run: NextTokenRun) -> dict[str, torch.Tensor]:
+    """Train ``GPT(run.config)`` with ``insideout.training.fit`` on one thread; returns its state dict.
+
+    One thread makes the result independent of the machine's core count, and lets two runs share a 2-core machine.
+    """
+    from insideout.training import fit
+    from insideout.utils import seed_everything
+
+    threads = torch.get_num_threads()
+    try:
+        seed_everything(run.seed, threads=1)
+        model = GPT(run.config)
+        batches = random_windows(run.data, run.config.context_length + 1, run.batch_size,
+                                 torch.Generator().manual_seed(run.seed))
+        fit(model, batches, next_token_loss, run.optim)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def _train_and_cache(kind: str, run: NextTokenRun) -> None:
+    cached(kind, run.key(), lambda: (train_next_token_model(run), {"steps": run.optim.max_steps}), log=None)
+
+
+def trained_next_token_models(runs: list[NextTokenRun], kind: str = "next-token-gpt", workers: int = 2
+                              ) -> list[GPT]:
+    """The trained models of ``runs`` (eval mode), from ``insideout.cache``; missing ones are trained first.
+
+    With ``workers`` > 1 the missing runs train in that many worker processes at once (one thread each); the
+    weights are the same as when they train one after the other in this process (``workers=1``).
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers={workers!r}: must be a positive integer")
+    missing = [run for run in runs if not artifact_path(kind, run.key()).is_file()]
+    if workers > 1 and len(missing) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in [pool.submit(_train_and_cache, kind, run) for run in missing]:
+                done.result()  # re-raises a worker's error here
+    models = []
+    for run in runs:
+        model = GPT(run.config)
+        tensors = cached(kind, run.key(), lambda run=run: (train_next_token_model(run), {}), log=None).tensors
+        model.load_state_dict(tensors)
+        models.append(model.eval())
+    return models
