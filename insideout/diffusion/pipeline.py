@@ -64,8 +64,9 @@ def generate(model: torch.nn.Module, n: int, *, path: str = "linear", prediction
         raise ValueError(f"n={n!r}: the number of images must be a positive integer")
     if vae is not None:
         check_latent_match(model, vae)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU, so that every device starts from the same noise
     p = make_path(path)
+    dev = next(model.parameters()).device
     ids = None
     if captions is not None:
         if len(captions) != n:
@@ -78,20 +79,20 @@ def generate(model: torch.nn.Module, n: int, *, path: str = "linear", prediction
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        x = torch.randn((b, *input_shape(model)), generator=g)
+        x = torch.randn((b, *input_shape(model)), generator=g).to(dev)
         if ids is not None:
-            cond = model.encode(ids[start:start + b])
+            cond = model.encode(ids[start:start + b].to(dev))
             fn = guided(model, cond, model.encode_null(b), guidance)
         elif labels is not None:
-            null = torch.full((b,), model.config.n_classes, dtype=torch.long)
-            fn = guided(model, {"y": labels[start:start + b]}, {"y": null}, guidance)
+            null = torch.full((b,), model.config.n_classes, dtype=torch.long, device=dev)
+            fn = guided(model, {"y": labels[start:start + b].to(dev)}, {"y": null}, guidance)
         else:
             fn = model
         z = solve(fn, x, steps, solver, path=p, prediction=prediction, generator=g,
                   clip=None if vae is not None else 1.0)
         if vae is not None:
-            z = vae.decode(z / latent_scale)
-        out.append(from_model(z))
+            z = vae.decode(z.to(next(vae.parameters()).device) / latent_scale)
+        out.append(from_model(z.float().cpu()))
     if timing is not None:
         timing["cpu_seconds"] = time.process_time() - cpu
         timing["wall_seconds"] = time.perf_counter() - wall

@@ -49,3 +49,16 @@ def scatter(ax, points: torch.Tensor, title: str, color: str = "C0", s: float = 
     ax.scatter(p[:, 0], p[:, 1], s=s, color=color, alpha=0.5, linewidths=0)
     ax.set(title=title, xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
     return ax
+
+
+def table(df, digits: int = 3):
+    """A copy of a DataFrame with its floats written with ``digits`` decimals and NaN as a dash, for display
+    (plain DataFrame HTML: unlike a pandas Styler it carries no random id, so re-executions compare equal)."""
+    import math
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else f"{v:.{digits}f}"
+        return v
+
+    return df.map(fmt)

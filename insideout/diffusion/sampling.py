@@ -84,7 +84,7 @@ def solve(fn: ModelFn, x: torch.Tensor, steps: int, solver: str = "euler", path:
             abar_t = path.alpha_bar(torch.tensor(t, dtype=torch.float64))
             abar_s = path.alpha_bar(torch.tensor(s, dtype=torch.float64))
             eta = 1.0 if solver == "ddpm" else 0.0
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) if eta > 0 else None
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if eta > 0 else None
             x = ddim_step(x, eps, float(abar_t), float(abar_s), eta=eta, noise=noise, clip=clip)
         if trajectory:
             states.append(x)

@@ -37,11 +37,11 @@ from insideout.diffusion.text import TextEncoderConfig, TextToImage
 from insideout.diffusion.unet import UNet, UNetConfig
 from insideout.diffusion.vae import VAE, VAEConfig, vae_loss
 from insideout.training import OptimConfig, fit
-from insideout.utils import DictConfig, get_preset
+from insideout.utils import DictConfig, get_device, get_preset
 
 ARCHS = ("unet", "dit", "text-dit", "vae", "features")
 TIME_SAMPLING = ("uniform", "logit-normal")
-VERSION = 1  # bump when a change of code changes what a recipe trains
+VERSION = 2  # bump when a change of code changes what a recipe trains
 
 
 @dataclass
@@ -126,7 +126,7 @@ def training_tensors(recipe: Recipe) -> dict[str, torch.Tensor]:
         return {"images": data.images, "present": present, "attrs": attrs}
     out = {"x": to_model(data.images)}
     if recipe.latent is not None:
-        vae, info = load_vae(Recipe.from_dict(recipe.latent), log=None)
+        vae, info = train(Recipe.from_dict(recipe.latent), log=None, device="cpu")
         mu, logvar = encode_dataset(vae, out["x"])
         out = {"mu": mu * info["scale"], "std": torch.exp(0.5 * logvar) * info["scale"]}
     if recipe.arch == "unet" and recipe.model.get("n_classes", 0) or recipe.arch == "dit" and \
@@ -181,10 +181,10 @@ def diffusion_loss(recipe: Recipe):
         x1 = batch["x"]
         b = x1.shape[0]
         x0 = torch.randn_like(x1)
-        t = sample_times(b, recipe.time_sampling)
+        t = sample_times(b, recipe.time_sampling).to(x1.device)
         x_t, _ = path.sample(x0, x1, t)
         kwargs = {}
-        drop = torch.rand(b) < recipe.p_uncond
+        drop = (torch.rand(b) < recipe.p_uncond).to(x1.device)
         if "y" in batch:
             null = model.config.n_classes
             kwargs["y"] = torch.where(drop, null, batch["y"])
@@ -247,25 +247,33 @@ def load_into(model: nn.Module, artifact: Artifact, what: str = "model") -> nn.M
     return model.eval()
 
 
-def train(recipe: Recipe, log=print, progress: bool = False) -> tuple[nn.Module, dict]:
-    """The recipe's model in eval mode and its training metadata: loaded from the cache, or trained now by ``fit``
-    (deterministically: the seed is set inside) and cached."""
+def train(recipe: Recipe, log=print, progress: bool = False, device: torch.device | str | None = None
+          ) -> tuple[nn.Module, dict]:
+    """The recipe's model in eval mode on ``device`` (default: ``insideout.utils.get_device()``, i.e.
+    $INSIDEOUT_DEVICE or the best available) and its training metadata: loaded from the cache, or trained now by
+    ``fit`` (deterministically: the seed is set inside) and cached."""
     if isinstance(recipe, dict):
         recipe = Recipe.from_dict(recipe)
+    device = get_device(None if device is None else str(device))
 
     def run():
         tensors = training_tensors(recipe)
         torch.manual_seed(recipe.seed)
         model = build(recipe)
         if recipe.init is not None:
-            base, _ = train(Recipe.from_dict(recipe.init), log=None)
+            base, _ = train(Recipe.from_dict(recipe.init), log=None, device="cpu")
             own = model.state_dict()
             shared = {k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape}
             model.load_state_dict(shared, strict=False)
+        # the training noise gets its own seed, so that two architectures trained by the same recipe draw the same
+        # noise and times step for step (however many random numbers their initialisation consumed)
+        torch.manual_seed(recipe.seed + 2)
         cfg = recipe.optim_config
+        model.to(device)
         cpu = time.process_time()
         result = fit(model, batch_stream(tensors, recipe.batch_size, recipe.seed + 1), loss_for(recipe), cfg,
-                     stop_at=recipe.stop_at, progress=progress, desc=recipe.name)
+                     stop_at=recipe.stop_at, progress=progress, desc=recipe.name, device=device)
+        model.cpu()
         cpu = time.process_time() - cpu
         config = model.config if isinstance(model.config, dict) else model.config.to_dict()
         meta = {"history": {k: v for k, v in result.history.items() if k in ("loss", "mse", "kl")},
@@ -277,7 +285,7 @@ def train(recipe: Recipe, log=print, progress: bool = False) -> tuple[nn.Module,
         return model.state_dict(), meta
 
     artifact = cached(recipe.name, recipe.to_dict(), run, log=log)
-    return load_into(build(recipe), artifact, recipe.name), artifact.meta
+    return load_into(build(recipe), artifact, recipe.name).to(device), artifact.meta
 
 
 # ---- autoencoder helpers ---------------------------------------------------------------------------------------
@@ -299,14 +307,9 @@ def latent_statistics(vae: VAE, x: torch.Tensor) -> dict:
 
 
 def load_feature_net(preset: str | None = None, log=print) -> tuple[FeatureNet, dict]:
-    """The feature network of the metrics (chapter 00), from the cache or trained now."""
-    return train(recipe("features", preset), log=log)
+    """The feature network of the metrics (chapter 00), on the CPU, from the cache or trained now."""
+    return train(recipe("features", preset), log=log, device="cpu")
 
-
-def load_vae(recipe: Recipe, log=print) -> tuple[VAE, dict]:
-    """The autoencoder of a recipe and its metadata (including the latent scale)."""
-    model, meta = train(recipe, log=log)
-    return model, meta
 
 
 # ---- presets ---------------------------------------------------------------------------------------------------
