@@ -116,3 +116,22 @@ def test_a_diverging_run_is_recorded_not_raised(tmp_cache, restore_torch_state):
     assert run.diverged_at is not None and run.final_val_loss == math.inf
     with pytest.raises(ValueError, match="diverged"):
         run.model()
+
+
+def test_unigram_reference_lies_between_a_uniform_guess_and_zero():
+    train, val = A.ablation_data(300)
+    counts = Counter(train.tolist())
+    total = len(train) + 300
+    by_hand = -sum(math.log((counts[t] + 1) / total) for t in val.tolist()) / len(val)
+    assert A.unigram_loss(300) == pytest.approx(by_hand, rel=1e-9)
+    assert 0 < A.unigram_loss(300) < math.log(300)
+
+
+def test_samples_are_seeded_and_runs_report_what_they_trained(tmp_cache, restore_torch_state):
+    config = A.AblationConfig(**TINY)
+    runs = A.run_ablations(["one_head"], config, seeds=[0])
+    assert runs[("one_head", 0)].trained_now
+    assert not A.run_ablations(["one_head"], config, seeds=[0])[("one_head", 0)].trained_now
+    texts = A.sample_texts(runs[("one_head", 0)], n=3, new_tokens=8, seed=5)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert A.sample_texts(runs[("one_head", 0)], n=3, new_tokens=8, seed=5) == texts

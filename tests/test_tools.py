@@ -26,7 +26,7 @@ PART1 = ["00_introduction", "01_tokenization_embeddings", "02_qkv_projections", 
          "09_backpropagation", "10_adamw"]
 PART2 = ["00_introduction", "01_tokens_and_positions", "02_attention", "03_multi_head_attention", "04_feed_forward",
          "05_transformer_block", "06_complete_model", "07_training", "08_generation", "09_kv_cache",
-         "10_interpretability"]
+         "10_interpretability", "11_breaking_things"]
 
 
 # --- the table of contents ------------------------------------------------------------------------------------

@@ -187,6 +187,18 @@ def ablation_data(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return out[0], out[1]
 
 
+def unigram_loss(vocab_size: int) -> float:
+    """Validation loss (nats/token) of the unigram model: training-token frequencies, add-one smoothed.
+
+    A reference point between the uniform guess (ln V) and a model that uses its context: a run that ends near it
+    has learned which tokens are common and little else.
+    """
+    train, val = ablation_data(vocab_size)
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    log_p = counts.log() - counts.sum().log()
+    return float(-log_p[val].mean())
+
+
 def validation_windows(config: AblationConfig) -> torch.Tensor:
     """The first ``eval_windows`` non-overlapping windows of T + 1 tokens of the validation plays: (n, T + 1)."""
     _, val = ablation_data(config.vocab_size)
@@ -435,7 +447,10 @@ def run_ablations(variants: Iterable[str], config: AblationConfig, seeds: Iterab
         ablation_data(config.vocab_size)  # fail early here, not in a worker
         with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_run_in_worker, [(v, config.to_dict(), s) for v, s in missing]))
-    return {(v, s): run_variant(v, config, s) for v, s in jobs}
+    runs = {(v, s): run_variant(v, config, s) for v, s in jobs}
+    for job in missing:  # trained by this call, in a worker or just now
+        runs[job].trained_now = True
+    return runs
 
 
 # ---- comparing variants -----------------------------------------------------------------------------------------
@@ -480,16 +495,22 @@ def moving_average(values: list[float], window: int) -> list[float]:
 @torch.no_grad()
 def sample_texts(run: AblationRun, n: int = 16, new_tokens: int = 48, *, seed: int = 0,
                  temperature: float = 1.0) -> list[str]:
-    """``n`` continuations of the end-of-text token by the run's model, decoded (seeded, so reproducible)."""
-    from insideout.gpt.generate import generate
+    """``n`` continuations of the end-of-text token by the run's model, decoded (seeded, so reproducible).
+
+    Sampled with ``insideout.gpt.sampling.sample`` on one thread (restored afterwards).
+    """
+    from insideout.gpt.sampling import sample
 
     tokenizer = ablation_tokenizer(run.config.vocab_size)
-    model = run.model()
-    prompt = torch.full((n, 1), tokenizer.eot_id, dtype=torch.long)
-    ids = generate(model, prompt, new_tokens, temperature=temperature,
-                   generator=torch.Generator().manual_seed(seed))[:, 1:]  # (n, new_tokens)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is faster, and gives the same draws on every machine
+    try:
+        result = sample(run.model(), [[tokenizer.eot_id]] * n, new_tokens, temperature=temperature,
+                        stop_tokens=(tokenizer.eot_id,), generator=torch.Generator().manual_seed(seed))
+    finally:
+        torch.set_num_threads(threads)
     texts = []
-    for row in ids.tolist():
+    for row in result.tokens:
         end = row.index(tokenizer.eot_id) if tokenizer.eot_id in row else len(row)
         texts.append(tokenizer.decode(row[:end]))  # a document ends at its end-of-text token
     return texts
