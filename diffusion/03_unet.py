@@ -234,4 +234,4 @@ print(f"checks passed: Fréchet distance {scores['frechet']:.2f} (noise {noise_f
 # - Trained for a minute or two on two cores, its samples are recognisable shapes, most of them well formed, in the
 #   data's proportions of colours and positions; the Fréchet distance is far below that of noise but well above
 #   the floor of two real sets — there is room to improve, which the next chapters use.
-# - The next step is a different network for the same job: a transformer that reads the image as patches.
+# - [Chapter 04](04_dit.ipynb) replaces the U-Net by a transformer that reads the image as patches.
