@@ -23,6 +23,7 @@
 # | [02](02_diffusion.ipynb) | diffusion as a special case | DDPM vs DDIM vs ODE samplers at equal cost |
 # | [03](03_unet.ipynb) | a U-Net on images | Fréchet distance, the judge's verdict |
 # | [04](04_dit.ipynb) | a diffusion transformer | vs the U-Net at equal size and time; adaLN-Zero |
+# | [05](05_guidance.ipynb) | class labels and guidance | adherence up, recall slightly down |
 #
 # Published image models are judged by humans and by FID, a distance between Inception-network features of
 # generated and real images {cite}`heusel2017gans`; both need resources this course does not have (people, a

@@ -297,4 +297,4 @@ print(f"checks passed: at {size_ratio:.2f}x the parameters, the DiT reaches Fré
 # - At equal size and training time on two CPU cores, the U-Net wins clearly (measured above); the transformer's
 #   advantage in the literature appears at scales far beyond this budget.
 # - The zero gate matters: on identical batches and noise, plain adaLN trains measurably slower than adaLN-Zero.
-# - Neither model is told *which* image to draw; conditioning on a request is the next step.
+# - Neither model is told *which* image to draw: [chapter 05](05_guidance.ipynb) adds that.
