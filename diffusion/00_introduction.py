@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -36,7 +36,7 @@
 #    nearest-neighbour **precision and recall** {cite}`kynkaanniemi2019improved`;
 # 4. **2-D toy distributions** and the energy distance, for the fundamentals of chapters 01 and 02.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

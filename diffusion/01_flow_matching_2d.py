@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -32,7 +32,7 @@
 #    of network evaluations,
 # 4. pair noise and data by minibatch optimal transport and measure how much straighter the learned paths get.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -26,7 +26,7 @@
 # 4. compare the stochastic DDPM sampler with the deterministic DDIM and ODE samplers at equal numbers of network
 #    evaluations — and the noise target with the velocity target on the same path.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

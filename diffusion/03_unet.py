@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 # 3. samples 500 images and measures them: Fréchet distance, precision and recall in FeatureNet space, and what the
 #    judge reads in them.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -26,7 +26,7 @@
 #
 # and measure the DiT against the U-Net, and adaLN-Zero against plain adaLN.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

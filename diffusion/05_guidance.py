@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 # 2. samples every class with guidance scales from 0 (ignore the label) to large, and
 # 3. measures adherence (the judge: right colour and shape) rising and diversity (recall, spread) falling.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

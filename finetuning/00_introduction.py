@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -33,7 +33,7 @@
 # This chapter measures the starting point: the base model on the held-out test prompts, asked plainly and with
 # solved examples in the prompt (few-shot), and whether it ever *stops*.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

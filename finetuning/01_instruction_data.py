@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -27,7 +27,7 @@
 # Instruction tuning on data of this shape is what turned GPT-3 into InstructGPT {cite}`ouyang2022training`; the
 # data here is synthetic, so that every answer can be checked by a program.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

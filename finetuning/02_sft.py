@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 # 4. measures what fine-tuning costs the language model: the loss on the validation plays before and after
 #    (forgetting).
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 # 4. compares LoRA with full fine-tuning at equal steps, sweeps the rank, and
 # 5. times a training step of each, on this machine.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -32,7 +32,7 @@
 # runs that comparison in the book; Part 1 itself imports nothing but the standard library and the course's
 # pure-Python module `insideout.manual`.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

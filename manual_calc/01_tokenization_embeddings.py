@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -18,7 +18,7 @@
 # (embedding). This chapter does both for *I like transformers* and produces the matrix $X$ that every later chapter
 # builds on, with each of its 80 numbers shown.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 # ([chapter 03](03_attention.ipynb)). All three vectors are linear functions of the same input row, with separate
 # learned weights. This chapter computes them from the $X$ of [chapter 01](01_tokenization_embeddings.ipynb).
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -25,7 +25,7 @@
 #
 # and we will compute it one piece at a time for head 0, then for head 1.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

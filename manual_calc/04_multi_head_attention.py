@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -18,7 +18,7 @@
 # one more linear layer, the **output projection** $W_O$. The result is then *added* to the block's input: the
 # residual connection. This chapter computes both and finishes the attention half of the block.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

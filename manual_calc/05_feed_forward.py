@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -27,7 +27,7 @@
 # $W_1 \in \mathbb{R}^{64 \times 16}$ and $b_1 \in \mathbb{R}^{64}$ are `blocks.0.mlp.fc.*`, and
 # $W_2 \in \mathbb{R}^{16 \times 64}$ and $b_2 \in \mathbb{R}^{16}$ are `blocks.0.mlp.proj.*`.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -20,7 +20,7 @@
 # defining property at all three places, and computes the final one, whose output $H$ feeds the loss in
 # [chapter 07](07_cross_entropy_loss.ipynb).
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -18,7 +18,7 @@
 # against the tokens that actually come next. The score — the **loss** — is the single number that training
 # minimises, and the starting point of backpropagation in [chapter 08](08_loss_gradient.ipynb).
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -19,7 +19,7 @@
 # of the loss with respect to the logits, which turns out to be remarkably simple.
 # [Chapter 09](09_backpropagation.ipynb) carries it through the rest of the model.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

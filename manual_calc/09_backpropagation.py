@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -35,7 +35,7 @@
 # Gradients are small numbers, so the tables of this chapter show them with 3 significant digits in scientific form
 # (`-1.78e-2` is $-0.0178$); the colour scale still shows their sizes at a glance.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -19,7 +19,7 @@
 # are trained with **AdamW** instead, and this chapter performs one AdamW step on every parameter, by hand, then
 # recomputes the loss to see that the step worked.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

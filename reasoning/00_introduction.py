@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -24,12 +24,12 @@
 #
 # 1. a family of problems whose every step a program can check exactly, at difficulty levels you can dial;
 # 2. a fixed held-out test set, including levels harder than anything the models are trained on;
-# 3. the table that chapters 01–09 fill in and [chapter 10](10_the_table.ipynb) shows whole.
+# 3. the table that chapters 01–09 fill in and chapter 10 shows whole.
 #
 # The models are the course's own GPT ([Part 2](../transformer/00_introduction.ipynb)), trained from scratch in
 # this part on a character-level vocabulary, small enough to train in about a minute on two CPU cores.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 
@@ -156,7 +156,7 @@ display(pd.DataFrame(rows).set_index("trace"))
 # first written with a wrong result, then `wait`, then the right line) and with probability
 # $p_{\text{confirm}}$ a **confirmation** (the right line, `wait`, the same line again). Because both happen,
 # `wait` means "redo the last step" — not "the last line was wrong" — which is what
-# [chapter 07](07_budget_forcing.ipynb) relies on when it forces the model to write `wait`. The deliberately wrong
+# chapter 07 relies on when it forces the model to write `wait`. The deliberately wrong
 # line is part of the input but not of the loss: the model learns to write `wait` after an error and the right
 # line next, never to make the error itself. (The example below uses high probabilities so that both kinds show.)
 
@@ -264,14 +264,15 @@ display(presets.loc[["d_model", "n_layer", "n_head", "context_length", "steps", 
 # | [01](01_chain_of_thought.ipynb) | direct answer; chain of thought (greedy) | one sample |
 # | [02](02_self_consistency.ipynb) | self-consistency: majority vote over $k$ samples | $k$ samples |
 # | [03](03_process_reward.ipynb) | process and outcome reward models (graders, not solvers) | — |
-# | [04](04_best_of_n.ipynb) | best-of-$N$ reranked by vote, ORM, PRM; oracle pass@$N$ | $N$ samples + $N$ gradings |
-# | [05](05_tree_of_thoughts.ipynb) | PRM-guided beam search over steps | steps × beam × expansions |
-# | [06](06_mcts.ipynb) | Monte-Carlo tree search over steps | simulations × expansions |
-# | [07](07_budget_forcing.ipynb) | budget forcing: truncated or extended thinking | a token budget |
-# | [08](08_grpo.ipynb) | GRPO: reinforcement learning on the checker's reward | training, then one sample |
-# | [09](09_distillation.ipynb) | a smaller student distilled from the best system | training, then one sample |
+# | 04 | best-of-$N$ reranked by vote, ORM, PRM; oracle pass@$N$ | $N$ samples + $N$ gradings |
+# | 05 | PRM-guided beam search over steps | steps × beam × expansions |
+# | 06 | Monte-Carlo tree search over steps | simulations × expansions |
+# | 07 | budget forcing: truncated or extended thinking | a token budget |
+# | 08 | GRPO: reinforcement learning on the checker's reward | training, then one sample |
+# | 09 | a smaller student distilled from the best system | training, then one sample |
 #
-# [Chapter 10](10_the_table.ipynb) puts every row side by side and plots accuracy against compute.
+# Chapter 10 puts every row side by side and plots accuracy against compute. Chapters 04–10 are the plan of this
+# part and are not written yet; the rows of 01–03 are measured in their chapters.
 #
 # The claims this chapter rests on, checked: the test set is fixed, large enough, distinct and disjoint from
 # training; the checker accepts every gold trace of it (with and without self-checks) and rejects a corrupted one.

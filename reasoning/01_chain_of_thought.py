@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -23,7 +23,7 @@
 # the same problem stream: one that writes the trace of [chapter 00](00_introduction.ipynb) before its answer, and a
 # **direct-answer twin** that writes only the answer. Then both solve the 512 held-out problems.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 
@@ -189,7 +189,7 @@ for p, row in zip(test, greedy["CoT"].checks, strict=True):
 # %% [markdown]
 # ## The first rows of the table
 #
-# Each row of [chapter 10](10_the_table.ipynb)'s table is one technique on the 512 problems: accuracy by level,
+# Each row of chapter 10's table is one technique on the 512 problems: accuracy by level,
 # tokens generated per problem, model calls per problem (here one call: a single sampled solution) and seconds.
 
 # %%

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -24,7 +24,7 @@
 # it costs: $k$ times the tokens. The result is sobering for this model: the vote recovers what sampling loses,
 # but it does not beat the greedy chain.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 
@@ -59,7 +59,7 @@ truths = [p.answer for p in test]
 #
 # The CoT model of chapter 01 (loaded from the cache, or retrained identically) samples 32 solutions for each of
 # the 512 problems at temperature 1 — 16,384 chains, all in batches of 512 rows with the KV-cache through the
-# course's sampler. The run is cached too: [chapter 04](04_best_of_n.ipynb) reranks the same samples.
+# course's sampler. The run is cached too: chapter 04 reranks the same samples.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -154,7 +154,7 @@ display(summary.style.set_uuid("r02byp").format({"mean_p": "{:.3f}", "vote_of_32
 # %% [markdown]
 # ## The table's rows
 #
-# Two rows for [chapter 10](10_the_table.ipynb): the vote of 8 and of 32 chains. Tokens and calls count all the
+# Two rows for chapter 10: the vote of 8 and of 32 chains. Tokens and calls count all the
 # chains a problem needs.
 
 # %%
@@ -193,4 +193,4 @@ print(f"greedy {greedy_all:.3f}, one sample {single_all:.3f}, vote of 32 {overal
 # - Voting helps where a single chain is right often enough that the right answer outpolls each wrong one; where
 #   the model is nearly always wrong, more votes do not help.
 # - [Chapter 03](03_process_reward.ipynb) trains reward models that grade chains and their steps, so that
-#   [chapter 04](04_best_of_n.ipynb) can pick a chain instead of counting answers.
+#   chapter 04 can pick a chain instead of counting answers.

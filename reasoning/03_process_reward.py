@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -21,7 +21,7 @@
 # {cite}`wang2024mathshepherd`, and grades both models on the held-out samples of
 # [chapter 02](02_self_consistency.ipynb).
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 
@@ -156,4 +156,4 @@ print(result.round(3).to_dict())
 # - On held-out traces the PRM's step AUC is {glue:text}`prm_step_auc`, the ORM's {glue:text}`orm_step_auc`:
 #   labels at every step teach a model to grade steps. On whole traces the two are close (the ORM slightly
 #   ahead, as measured above).
-# - [Chapter 04](04_best_of_n.ipynb) uses both to pick one of $N$ sampled chains.
+# - Chapter 04 uses both to pick one of $N$ sampled chains.

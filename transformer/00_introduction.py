@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -27,7 +27,7 @@
 # The model is the library's `insideout.gpt.GPT`. Each chapter that follows opens one of its pieces, rebuilds it in
 # view, and checks that the library computes exactly the same thing.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -30,7 +30,7 @@
 # 5. build ALiBi's biases and RoPE's rotations, and verify numerically that RoPE's scores depend only on the
 #    distance between tokens.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

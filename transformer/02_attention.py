@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -34,7 +34,7 @@
 # looking at later tokens, because the model must predict them; the softmax of each row turns scores into weights
 # that are positive and sum to 1; and the output of token $i$ is the weighted average of the values.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

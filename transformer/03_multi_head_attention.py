@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -35,7 +35,7 @@
 # $n$'s are just columns $(n-1) d_k$ to $n d_k$ of it. So one big projection, followed by a reshape, replaces $h$
 # small ones.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -33,7 +33,7 @@
 # `mlp.proj` holds $W_2, b_2$. This chapter looks at the activation GPT uses, GELU, and counts what the 4×
 # expansion costs.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -29,7 +29,7 @@
 # `GPTConfig(norm_position="pre")`, the default, and `"post"`), and then measures what a 12-block stack looks like
 # with post-LN, **without** residual connections and **without** LayerNorm.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -24,7 +24,7 @@
 #    for every parameter, the same AdamW step.
 # 2. The weights of a Hugging Face `GPT2LMHeadModel` loaded into this GPT: the same logits.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -33,7 +33,7 @@
 # Every piece lives in the course library (`insideout.gpt.data`, `insideout.gpt.train`,
 # `insideout.gpt.checkpoint`), so the chapters after this one load the model trained here.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

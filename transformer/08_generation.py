@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -27,7 +27,7 @@
 # for a real prompt, checks each property by computation, measures what temperature does to the uncertainty of
 # the distribution, and ends with the course's command-line generator.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -27,7 +27,7 @@
 # Decoding with a KV-cache is the standard way transformers generate text; {cite}`pope2022efficiently` analyse its
 # memory and speed at the scale of the largest models.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

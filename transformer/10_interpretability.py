@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -31,7 +31,7 @@
 # The tools live in `insideout.gpt.interp` (the induction-head experiment in `insideout.gpt.induction`). Their names
 # follow the conventions of TransformerLens, so what you learn here transfers to that library.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 

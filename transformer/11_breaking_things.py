@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -44,7 +44,7 @@
 # The variants, the runner and the measurements live in `insideout.gpt.ablations`; every run trains through the
 # course's one training loop (`insideout.training.fit`) and is cached, so re-running this chapter is quick.
 
-# %%
+# %% tags=["remove-cell"]
 import subprocess
 import sys
 
