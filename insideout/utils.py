@@ -353,6 +353,8 @@ def within(value: float, bound: float, kind: str = "float64 rounding") -> str:
     prints the bound it satisfies ("<= 1e-15 (float64 rounding)"), never the value; the value appears in the
     assertion message if the bound fails.
     """
+    if hasattr(value, "detach"):  # a tensor that requires grad: read its number without autograd's warning
+        value = value.detach()
     value = float(value)
     if not value <= bound:  # also catches NaN
         raise AssertionError(f"{value!r} exceeds the bound {bound:.0e} expected of {kind}")

@@ -171,3 +171,15 @@ def test_cache_dir_defaults_to_home(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert utils.cache_dir() == Path(tmp_path) / ".cache" / "insideout"
     assert utils.cache_dir().is_dir()
+
+
+def test_within_reads_a_grad_tensor_without_a_warning():
+    """A stored output must not hold a warning with the repository's path in it (it differs on every clone)."""
+    import warnings
+
+    x = torch.tensor([1e-16, -2e-16], dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert utils.within((x * 1.0).abs().max(), 1e-15) == "<= 1e-15 (float64 rounding)"
+    with pytest.raises(AssertionError, match="exceeds the bound"):
+        utils.within(x.abs().max() * 1e3, 1e-15)
