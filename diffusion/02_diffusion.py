@@ -228,8 +228,7 @@ plt.show()
 # - **Noise vs velocity target, same Gaussian path.** The network trained to predict the velocity is better at every
 #   number of steps than the one trained to predict the noise, with the same sampler (Euler). Noise prediction is
 #   ill-conditioned where the image is almost pure noise: the data estimate
-#   $\hat x_1 = (x_t - \sigma_t \hat
-# arepsilon)/lpha_t$ multiplies the network's error by $1/lpha_t$, about 150
+#   $\hat x_1 = (x_t - \sigma_t \hat\varepsilon)/\alpha_t$ multiplies the network's error by $1/\alpha_t$, about 150
 #   at $t = 0$ here. This is why later diffusion models predict the velocity or the data instead
 #   {cite}`salimans2022progressive`.
 # - **Linear vs Gaussian path, both velocity models.** On this toy the Gaussian path is the better one for few

@@ -166,8 +166,8 @@ side_by_side(grad_view(dH, "H̄ = Z̄ E", row_labels=rows), grad_view(dE_head, "
 # 5. Finally the chain rule sums over $j$:
 #    $$
 #    \bar x_k = \sum_j \bar{\hat x}_j \frac{\partial \hat x_j}{\partial x_k}
-#    = r\left(\bar{\hat x}_k - \frac1d \sum_j \bar{\hat x}_j
-#      - \hat x_k\, \frac1d \sum_j \bar{\hat x}_j \hat x_j\right) .
+#    = r\left(\bar{\hat x}_k - \frac1d \sum_j \bar{\hat x}_j -
+#      \hat x_k\, \frac1d \sum_j \bar{\hat x}_j \hat x_j\right) .
 #    $$
 #
 # In words: scale $\bar{\hat x}$ by $r$ after removing its mean and (almost exactly) its component along $\hat x$ —
