@@ -415,3 +415,11 @@ def test_numerics_guard_refuses_another_profile(changes, message):
 def test_numerics_guard_refuses_a_notebook_without_a_record():
     problems = check_notebooks.numerics_problems(executed_notebook([1]), "nb")
     assert problems and "no record of the numeric profile" in problems[0]
+
+
+def test_execute_named_rejects_what_is_not_a_chapter_pair(tmp_path, capsys):
+    """`execute PATH` may run a pair the toc does not list yet, but refuses a path without its .py source."""
+    lonely = tmp_path / "07_lonely.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), lonely)
+    assert check_notebooks.main(["execute", str(lonely)]) == 1
+    assert "not a chapter pair" in capsys.readouterr().err
