@@ -368,30 +368,39 @@ def rows_best_of_n(preset: str | None = None, device=None, log=print,
 
 
 def _search_result(kind: str, params: dict, preset: str | None, device, log) -> dict:
-    """Run a search on the test set once (cached): per-problem correctness, texts and the cost."""
-    from insideout.reasoning.search import beam_search, mcts
+    """Run a search on the test set once (cached): per-problem correctness, texts and the cost.
 
+    ``params`` are the search's arguments, plus optionally ``seed`` and ``value`` ('prm', the default, or
+    'checker': the exact step values from the answer key, a ceiling).
+    """
+    from insideout.reasoning.search import beam_search, checker_values, mcts
+
+    if kind not in ("beam", "mcts"):
+        raise ValueError(f"search kind {kind!r}: choose 'beam' or 'mcts'")
+    value = params.get("value", "prm")
+    if value not in ("prm", "checker"):
+        raise ValueError(f"search value {value!r}: choose 'prm' or 'checker'")
     preset = get_preset(preset)
     key = {"search": kind, "params": params, "model": cot_key(preset),
-           "rewards": reward_config("prm", preset).to_dict(), "version": 1}
+           "rewards": reward_config("prm", preset).to_dict(), "version": 2}
 
     def run():
         policy = cot_model(preset, device, log=None).model
-        prm, _, _ = reward_models(preset, device, log=None)
+        prm = reward_models(preset, device, log=None)[0] if value == "prm" else None
         gen = torch.Generator().manual_seed(params.get("seed", 5))
         fn = beam_search if kind == "beam" else mcts
-        args = {k: v for k, v in params.items() if k != "seed"}
-        res = fn(policy, prm, held_out(), generator=gen, **args)
+        args = {k: v for k, v in params.items() if k not in ("seed", "value")}
+        res = fn(policy, prm, held_out(), generator=gen, scorer=checker_values if value == "checker" else None,
+                 **args)
         meta = {"correct": [float(c) for c in res.correct], "tokens": res.tokens, "policy_calls": res.policy_calls,
-                "reward_calls": res.reward_calls, "seconds": res.seconds,
+                "reward_calls": res.reward_calls, "seconds": res.seconds, "cpu_seconds": res.cpu_seconds,
                 "texts": [t if t is not None else "" for t in res.texts]}
         return {"done": torch.ones(1)}, meta
 
     return cached(f"reasoning-{kind}", key, run, log=log).meta
 
 
-BEAM_SETTINGS = ({"beam_width": 1, "expand": 2}, {"beam_width": 2, "expand": 2}, {"beam_width": 2, "expand": 4},
-                 {"beam_width": 4, "expand": 4})
+BEAM_SETTINGS = ({"beam_width": 1, "expand": 2}, {"beam_width": 2, "expand": 2}, {"beam_width": 4, "expand": 2})
 
 
 def beam_results(preset: str | None = None, device=None, log=print, settings=BEAM_SETTINGS) -> list[dict]:
@@ -409,6 +418,22 @@ def mcts_results(preset: str | None = None, device=None, log=print, settings=MCT
 def search_row(name: str, chapter: str, result: dict) -> Row:
     return row_from_correct(name, chapter, result["correct"], result["tokens"],
                             result["policy_calls"] + result["reward_calls"], result["seconds"])
+
+
+CHECKER_BEAM = {"beam_width": 2, "expand": 2, "value": "checker"}  # chapter 05's ceiling: exact step values
+
+
+def rows_tree_search(preset: str | None = None, device=None, log=print) -> list[Row]:
+    """Chapter 05's rows: PRM-guided beam search at each width of ``BEAM_SETTINGS``, and the same search with the
+    checker's exact step values (a ceiling that uses the answer key, not a method)."""
+    out = []
+    for r in beam_results(preset, device, log=log):
+        p = r["params"]
+        out.append(search_row(f"beam search (PRM), width {p['beam_width']} x {p['expand']}", "05", r))
+    r = _search_result("beam", dict(CHECKER_BEAM), preset, device, log)
+    out.append(search_row(f"beam search (exact step values, ceiling), width {CHECKER_BEAM['beam_width']} x "
+                          f"{CHECKER_BEAM['expand']}", "05", r))
+    return out
 
 
 # ---- chapter 07: budget forcing ----------------------------------------------------------------------------
