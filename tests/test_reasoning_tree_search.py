@@ -63,3 +63,17 @@ def test_pipeline_rejects_unknown_searches():
         _search_result("bfs", {}, "cpu", None, None)
     with pytest.raises(ValueError, match="search value"):
         _search_result("beam", {"value": "gold"}, "cpu", None, None)
+
+
+def test_noisy_toy_tree():
+    from insideout.reasoning.search import noisy_toy_tree, run_uct
+
+    leaves, expand, best = noisy_toy_tree(0, 0.0, depth=3, branching=2)
+    assert len(leaves) == 8 and best[""] == max(leaves.values())
+    assert [v for _, v, _ in expand("a")] == [best["aa"], best["ab"]]  # exact values at noise 0
+    tree = run_uct("", expand, 8, c=0.2)
+    assert tree.nodes[tree.best_terminal()].value == max(leaves.values())
+    assert noisy_toy_tree(1, 0.5)[1]("") == noisy_toy_tree(1, 0.5)[1]("")  # seeded
+    for bad in ({"noise": -1.0}, {"noise": float("nan")}, {"noise": 0.1, "depth": 0}, {"noise": 0.1, "branching": 1}):
+        with pytest.raises(ValueError):
+            noisy_toy_tree(0, **bad)

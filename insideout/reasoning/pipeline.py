@@ -415,6 +415,22 @@ def mcts_results(preset: str | None = None, device=None, log=print, settings=MCT
     return [{"params": s, **_search_result("mcts", dict(s), preset, device, log)} for s in settings]
 
 
+MCTS_CHECKER_SETTINGS = ({"simulations": 8, "expand": 2, "value": "checker"},
+                         {"simulations": 32, "expand": 2, "value": "checker"})  # chapter 06's ceiling
+
+
+def rows_mcts(preset: str | None = None, device=None, log=print) -> list[Row]:
+    """Chapter 06's rows: UCT with PRM values at 8 and 32 simulations, and at 32 with the checker's exact values
+    (a ceiling that uses the answer key, not a method)."""
+    out = []
+    for r in mcts_results(preset, device, log=log):
+        if r["params"]["simulations"] in (8, 32):
+            out.append(search_row(f"MCTS (PRM), {r['params']['simulations']} simulations", "06", r))
+    r = mcts_results(preset, device, log=log, settings=MCTS_CHECKER_SETTINGS[1:])[0]
+    out.append(search_row(f"MCTS (exact step values, ceiling), {r['params']['simulations']} simulations", "06", r))
+    return out
+
+
 def search_row(name: str, chapter: str, result: dict) -> Row:
     return row_from_correct(name, chapter, result["correct"], result["tokens"],
                             result["policy_calls"] + result["reward_calls"], result["seconds"])

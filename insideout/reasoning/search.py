@@ -259,6 +259,35 @@ def run_uct(root, expand_fn: Callable[[Hashable], list[tuple[Hashable, float, bo
     return tree
 
 
+def noisy_toy_tree(seed: int, noise: float, depth: int = 4, branching: int = 3):
+    """A toy search problem with known values: leaves (strings over 'abc...') with uniform random values; an inner
+    node's value is the best leaf below it plus Gaussian noise of standard deviation ``noise`` (a leaf's value is
+    exact). Returns (leaf values, expand function for ``run_uct``). Seeded: the same tree and noise every call."""
+    import itertools
+    import random
+
+    if not (isinstance(noise, (int, float)) and noise >= 0 and math.isfinite(noise)):
+        raise ValueError(f"noise={noise!r}: must be a finite number >= 0")
+    _check_budget("depth", depth)
+    if isinstance(branching, bool) or not isinstance(branching, int) or not 2 <= branching <= 26:
+        raise ValueError(f"branching={branching!r}: must be an integer from 2 to 26")
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"[:branching]
+    leaves = {"".join(p): rng.random() for p in itertools.product(letters, repeat=depth)}
+    best: dict[str, float] = {}
+    for k, v in leaves.items():
+        for i in range(depth + 1):
+            best[k[:i]] = max(best.get(k[:i], 0.0), v)
+    noisy = {k: (leaves[k] if len(k) == depth else best[k] + rng.gauss(0.0, noise)) for k in best if k}
+
+    def expand(state: str) -> list[tuple[str, float, bool]]:
+        if len(state) == depth:
+            return []
+        return [(state + x, noisy[state + x], len(state) + 1 == depth) for x in letters]
+
+    return leaves, expand, best
+
+
 def mcts(policy, prm: RewardGPT | None, problems: Sequence[Problem], *, simulations: int = 8, expand: int = 3,
          c: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
          scorer: Scorer | None = None) -> SearchResult:
