@@ -471,14 +471,32 @@ def budget_run(kind: str, value: int, preset: str | None = None, device=None, lo
                  generator=torch.Generator().manual_seed(seed))
 
 
-def rows_budget(preset: str | None = None, device=None, log=print, caps=(12, 24), waits=(2,)) -> list[Row]:
+BUDGET_CAPS = (0, 6, 12, 18, 24, 30, 36, 48)  # chapter 07's thinking caps (tokens; a line is 6 tokens)
+BUDGET_WAITS = (0, 1, 2, 4)  # chapter 07's minimum numbers of waits
+
+
+def budget_result(kind: str, value: int, preset: str | None = None, device=None, log=print) -> dict:
+    """Per-problem correctness and the cost of a greedy budget-forcing run on the test set (cached)."""
+    preset = get_preset(preset)
+    key = {"kind": kind, "value": value, "model": cot_key(preset), "decoding": "greedy", "version": 1}
+
+    def run():
+        cpu = time.process_time()
+        s = budget_run(kind, value, preset, device, log=None)
+        return {"done": torch.ones(1)}, {"correct": [float(r[0]) for r in s.correct()], "tokens": s.tokens,
+                                         "seconds": s.seconds, "cpu_seconds": time.process_time() - cpu}
+
+    return cached("reasoning-budget", key, run, log=log).meta
+
+
+def rows_budget(preset: str | None = None, device=None, log=print, caps=(12, 24, 36), waits=(1, 2)) -> list[Row]:
+    """Chapter 07's rows: greedy decoding with the thinking capped at B tokens, or extended to >= W waits."""
     out = []
     for kind, values in (("cap", caps), ("wait", waits)):
         for v in values:
-            s = budget_run(kind, v, preset, device, log)
+            r = budget_result(kind, v, preset, device, log)
             name = f"budget forcing, cap {v} thinking tokens" if kind == "cap" else f"budget forcing, >= {v} waits"
-            out.append(row_from_correct(name, "07", [float(r[0]) for r in s.correct()], s.tokens, len(held_out()),
-                                        s.seconds))
+            out.append(row_from_correct(name, "07", r["correct"], r["tokens"], len(held_out()), r["seconds"]))
     return out
 
 
