@@ -127,12 +127,15 @@ def rewards_of(problems: Sequence[Problem], completions: Sequence[list[int]]) ->
 
 
 def train_grpo(policy: GPT, config: GRPOConfig, *, exclude: set[str],
-               evaluate: Callable[[GPT], float] | None = None, log: Callable[[str], None] | None = None,
+               evaluate: Callable[[GPT], float | dict[str, float]] | None = None,
+               log: Callable[[str], None] | None = None,
                reward_fn: Callable[[Sequence[Problem], Sequence[list[int]]], list[float]] | None = None
                ) -> tuple[GPT, dict[str, list]]:
     """Run GRPO from ``policy`` (copied; the copy is the frozen reference); return the new policy and its history.
 
-    ``reward_fn(problems, completions)`` defaults to the verifiable reward ``rewards_of``.
+    ``reward_fn(problems, completions)`` defaults to the verifiable reward ``rewards_of``. ``evaluate(model)`` is
+    called before the first step and every ``eval_every`` steps; it returns one accuracy (kept as
+    ``history["eval_accuracy"]``) or a dict of them (``history["eval_<name>"]``).
     """
     reward_fn = reward_fn or rewards_of
     device = policy.tok_emb.weight.device
@@ -148,13 +151,19 @@ def train_grpo(policy: GPT, config: GRPOConfig, *, exclude: set[str],
     stream = ProblemStream(config.levels, f"grpo-{config.seed}", exclude)
     gen = torch.Generator().manual_seed(config.seed)
     history: dict[str, list] = {k: [] for k in ("step", "reward", "zero_spread", "length", "kl", "clip_fraction",
-                                                "loss", "eval_step", "eval_accuracy", "seconds")}
+                                                "loss", "eval_step", "seconds")}
+
+    def record_eval(step: int) -> None:
+        history["eval_step"].append(step)
+        result = evaluate(model)
+        for k, v in (result.items() if isinstance(result, dict) else (("accuracy", result),)):
+            history.setdefault(f"eval_{k}", []).append(float(v))
+
     G = config.group_size
     update = 0
     start = time.perf_counter()
     if evaluate is not None:
-        history["eval_step"].append(0)
-        history["eval_accuracy"].append(evaluate(model))
+        record_eval(0)
     for step in range(config.steps):
         problems = [next(stream) for _ in range(config.problems_per_step)]
         prompts = [prompt_ids(TOK, p) for p in problems for _ in range(G)]
@@ -184,7 +193,7 @@ def train_grpo(policy: GPT, config: GRPOConfig, *, exclude: set[str],
                 torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
             optimizer.step()
             update += 1
-            for k, v in {"loss": float(loss), **stats}.items():
+            for k, v in {"loss": float(loss.detach()), **stats}.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + v / config.updates_per_batch
         model.eval()
         history["step"].append(step + 1)
@@ -195,9 +204,10 @@ def train_grpo(policy: GPT, config: GRPOConfig, *, exclude: set[str],
             history[k].append(stats_sum.get(k, 0.0))
         history["seconds"].append(time.perf_counter() - start)
         if evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-            history["eval_step"].append(step + 1)
-            history["eval_accuracy"].append(evaluate(model))
+            record_eval(step + 1)
             if log is not None:
-                log(f"step {step + 1:3d} | reward {history['reward'][-1]:.3f} | held-out accuracy "
-                    f"{history['eval_accuracy'][-1]:.3f} | KL {history['kl'][-1]:.4f}")
+                evals = {k.removeprefix("eval_"): v[-1] for k, v in history.items()
+                         if k.startswith("eval_") and k != "eval_step" and v}
+                log(f"step {step + 1:3d} | reward {history['reward'][-1]:.3f} | held-out "
+                    + " ".join(f"{k} {v:.3f}" for k, v in evals.items()) + f" | KL {history['kl'][-1]:.4f}")
     return model.eval(), history

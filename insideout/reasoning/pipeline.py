@@ -512,16 +512,20 @@ def validation_problems() -> list:
     return [p for p in val if p.text not in test]
 
 
+GRPO_BETA = 0.1  # the KL penalty of the 'beta' run
+EVAL_SAMPLES = 4  # samples per problem when the accuracy of one sample (temperature 1) is measured
+
+
 def grpo_config(variant: str = "beta", preset: str | None = None):
-    """The GRPO runs of chapter 08: 'beta0' (no KL penalty), 'beta' (KL penalty 0.05), 'nostd' (no division by the
-    group's standard deviation, beta 0)."""
+    """The GRPO runs of chapter 08: 'beta0' (no KL penalty), 'beta' (KL penalty ``GRPO_BETA``), 'nostd' (no
+    division by the group's standard deviation, beta 0)."""
     from insideout.reasoning.grpo import GRPOConfig
 
     cpu = get_preset(preset) == "cpu"
     base = GRPOConfig(steps=40 if cpu else 300, problems_per_step=16 if cpu else 64, group_size=8,
-                      updates_per_batch=2, lr=5e-4, warmup_steps=4, clip_eps=0.2, beta=0.0, scale="group",
+                      updates_per_batch=2, lr=3e-4, warmup_steps=4, clip_eps=0.2, beta=0.0, scale="group",
                       eval_every=5 if cpu else 25, seed=0)
-    variants = {"beta0": {}, "beta": {"beta": 0.05}, "nostd": {"scale": "none"}}
+    variants = {"beta0": {}, "beta": {"beta": GRPO_BETA}, "nostd": {"scale": "none"}}
     if variant not in variants:
         raise ValueError(f"GRPO variant {variant!r}: choose one of {', '.join(variants)}")
     return dataclasses.replace(base, **variants[variant])
@@ -532,23 +536,34 @@ def greedy_accuracy(model, problems) -> float:
     return sum(r[0] for r in s.correct()) / len(problems)
 
 
+def sampled_accuracy(model, problems, n: int = EVAL_SAMPLES, seed: int = 11) -> float:
+    """The accuracy of one solution sampled at temperature 1: the mean over ``n`` samples per problem (seeded, so
+    two models are compared on the same random numbers)."""
+    s = solve(model, problems, n=n, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+    return sum(s.mean_correct()) / len(problems)
+
+
 def grpo_policy(variant: str = "beta", preset: str | None = None, device=None, log=print):
-    """(policy, history) of a GRPO run from the undertrained snapshot of the CoT run (cached)."""
+    """(policy, history) of a GRPO run from the undertrained snapshot of the CoT run (cached). The history holds
+    the held-out accuracy (validation problems) of one sample at temperature 1 and of the greedy chain."""
     from insideout.gpt.model import GPT
     from insideout.reasoning.grpo import train_grpo
 
     preset = get_preset(preset)
     config = grpo_config(variant, preset)
     key = {"start": cot_key(preset), "snapshot": cot_config(preset).snapshot_steps[0], "config": config.to_dict(),
-           "version": 1}
+           "eval_samples": EVAL_SAMPLES, "version": 2}
 
     def run():
         start = grpo_start(preset, device, log=None)
         val = validation_problems()
         exclude = exclude_set() | {p.text for p in val}
         cpu0 = time.process_time()
-        policy, history = train_grpo(start, config, exclude=exclude, evaluate=lambda m: greedy_accuracy(m, val))
+        wall0 = time.perf_counter()
+        policy, history = train_grpo(start, config, exclude=exclude, log=log, evaluate=lambda m: {
+            "sampled": sampled_accuracy(m, val), "greedy": greedy_accuracy(m, val)})
         history["train_cpu_s"] = time.process_time() - cpu0
+        history["train_wall_s"] = time.perf_counter() - wall0
         return {k: v for k, v in policy.state_dict().items() if k != "lm_head.weight"}, history
 
     art = cached("reasoning-grpo", key, run, log=log)
@@ -557,17 +572,26 @@ def grpo_policy(variant: str = "beta", preset: str | None = None, device=None, l
     return model.to(device or "cpu").eval(), art.meta
 
 
-def rows_grpo(preset: str | None = None, device=None, log=print) -> list[Row]:
+GRPO_NAMES = {"beta0": "GRPO, beta 0", "beta": f"GRPO, beta {GRPO_BETA}", "nostd": "GRPO, no std scaling"}
+
+
+def rows_grpo(preset: str | None = None, device=None, log=print, variants=("beta0", "beta", "nostd"),
+              sampled: bool = True) -> list[Row]:
+    """Chapter 08's rows: the starting snapshot and each GRPO policy, greedy and (``sampled``) one sample at
+    temperature 1 (accuracy averaged over ``EVAL_SAMPLES`` samples per problem; tokens and calls of one)."""
     out = []
-    start = grpo_start(preset, device, log=log)
-    s = solve(start, held_out(), greedy=True)
-    out.append(row_from_correct("GRPO start: undertrained CoT snapshot (greedy)", "08",
-                                [float(r[0]) for r in s.correct()], s.tokens, len(held_out()), s.seconds))
-    for variant, name in (("beta0", "GRPO, beta 0"), ("beta", "GRPO, beta 0.05"), ("nostd", "GRPO, no std scaling")):
-        policy, _ = grpo_policy(variant, preset, device, log=log)
-        s = solve(policy, held_out(), greedy=True)
-        out.append(row_from_correct(f"{name} (greedy)", "08", [float(r[0]) for r in s.correct()], s.tokens,
-                                    len(held_out()), s.seconds))
+    models = [("GRPO start (undertrained CoT)", grpo_start(preset, device, log=log))]
+    models += [(GRPO_NAMES[v], grpo_policy(v, preset, device, log=log)[0]) for v in variants]
+    P = len(held_out())
+    for name, model in models:
+        s = solve(model, held_out(), greedy=True)
+        out.append(row_from_correct(f"{name}, greedy", "08", [float(r[0]) for r in s.correct()], s.tokens, P,
+                                    s.seconds))
+        if sampled:
+            s = solve(model, held_out(), n=EVAL_SAMPLES, temperature=1.0,
+                      generator=torch.Generator().manual_seed(11))
+            out.append(row_from_correct(f"{name}, one sample (T=1)", "08", s.mean_correct(),
+                                        s.tokens / EVAL_SAMPLES, P, s.seconds / EVAL_SAMPLES))
     return out
 
 
@@ -587,19 +611,24 @@ def student_config(mode: str = "sft", preset: str | None = None):
                          mode=mode)
 
 
+def teacher_model(preset: str | None = None, device=None, log=print):
+    """The teacher of chapter 09: the fully trained CoT model, the part's best system at one call per problem
+    (self-consistency and reranking match or beat it only with many samples)."""
+    return cot_model(preset, device, log=log).model
+
+
 def teacher_traces(preset: str | None = None, device=None, log=print):
-    """The teacher (the GRPO policy with the KL penalty) solves fresh problems once each at temperature 1; its
-    traces are kept when the checker accepts them (cached). Returns (problems, texts, kept flags, meta)."""
+    """The teacher solves ``DISTILL_PROBLEMS`` fresh training-level problems, greedily; a trace is kept when the
+    checker accepts it (right answer, well formed) (cached). Returns (problems, texts, kept flags, meta)."""
     from insideout.reasoning.task import parse_problem
 
     preset = get_preset(preset)
-    key = {"teacher": {"grpo": grpo_config("beta", preset).to_dict(), "start": cot_key(preset)},
-           "problems": DISTILL_PROBLEMS, "seed": 7, "version": 1}
+    key = {"teacher": cot_key(preset), "problems": DISTILL_PROBLEMS, "decoding": "greedy", "version": 2}
 
     def run():
-        teacher, _ = grpo_policy("beta", preset, device, log=None)
+        teacher = teacher_model(preset, device, log=None)
         problems = training_problems(DISTILL_PROBLEMS, "distillation")
-        s = solve(teacher, problems, temperature=1.0, generator=torch.Generator().manual_seed(7))
+        s = solve(teacher, problems, greedy=True)
         texts = [row[0] for row in s.texts]
         kept = [float(row[0].reward) for row in s.checks]
         toks = _pack_tokens([TOK.encode(p.text + "\n" + t) for p, t in zip(problems, texts, strict=True)])
@@ -615,6 +644,9 @@ def teacher_traces(preset: str | None = None, device=None, log=print):
     return problems, texts, [bool(k) for k in art.tensors["kept"].tolist()], art.meta
 
 
+STUDENT_MODES = ("teacher", "gold", "logits")
+
+
 def student(mode: str, preset: str | None = None, device=None, log=print):
     """A student trained on the teacher's accepted traces ('teacher'), on gold traces of the same problems ('gold'),
     or by matching the teacher's logits on its accepted traces ('logits'). Returns (model, meta) (cached)."""
@@ -624,12 +656,12 @@ def student(mode: str, preset: str | None = None, device=None, log=print):
     from insideout.reasoning.data import example_ids
     from insideout.reasoning.distill import train_student
 
-    if mode not in ("teacher", "gold", "logits"):
-        raise ValueError(f"student mode {mode!r}: choose 'teacher', 'gold' or 'logits'")
+    if mode not in STUDENT_MODES:
+        raise ValueError(f"student mode {mode!r}: choose one of {', '.join(STUDENT_MODES)}")
     preset = get_preset(preset)
     config = student_config("kl" if mode == "logits" else "sft", preset)
-    key = {"mode": mode, "config": config.to_dict(), "teacher": cot_key(preset),
-           "grpo": grpo_config("beta", preset).to_dict(), "problems": DISTILL_PROBLEMS, "version": 1}
+    key = {"mode": mode, "config": config.to_dict(), "teacher": cot_key(preset), "problems": DISTILL_PROBLEMS,
+           "decoding": "greedy", "version": 2}
 
     def run():
         problems, texts, kept, _ = teacher_traces(preset, device, log=None)
@@ -643,8 +675,10 @@ def student(mode: str, preset: str | None = None, device=None, log=print):
             for p, t in chosen:
                 prompt = prompt_ids(TOK, p)
                 examples.append((prompt + TOK.encode(t) + [TOK.eos_id], len(prompt)))
-        teacher = grpo_policy("beta", preset, device, log=None)[0] if mode == "logits" else None
+        teacher = teacher_model(preset, device, log=None) if mode == "logits" else None
+        wall0 = time.perf_counter()
         model, meta = train_student(examples, config, teacher=teacher)
+        meta["train_wall_s"] = time.perf_counter() - wall0
         return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}, meta
 
     art = cached("reasoning-student", key, run, log=log)
@@ -653,13 +687,16 @@ def student(mode: str, preset: str | None = None, device=None, log=print):
     return model.to(device or "cpu").eval(), art.meta
 
 
+STUDENT_NAMES = {"gold": "student on gold traces", "teacher": "student on teacher traces",
+                 "logits": "student, logit distillation"}
+
+
 def rows_distillation(preset: str | None = None, device=None, log=print) -> list[Row]:
+    """Chapter 09's rows: the three students, greedy."""
     out = []
-    teacher, _ = grpo_policy("beta", preset, device, log=log)
-    for mode, name in (("gold", "student on gold traces"), ("teacher", "student on teacher traces"),
-                       ("logits", "student, logit distillation")):
+    for mode in ("gold", "teacher", "logits"):
         model, _ = student(mode, preset, device, log=log)
         s = solve(model, held_out(), greedy=True)
-        out.append(row_from_correct(f"{name} (greedy)", "09", [float(r[0]) for r in s.correct()], s.tokens,
-                                    len(held_out()), s.seconds))
+        out.append(row_from_correct(f"{STUDENT_NAMES[mode]} (greedy)", "09", [float(r[0]) for r in s.correct()],
+                                    s.tokens, len(held_out()), s.seconds))
     return out
