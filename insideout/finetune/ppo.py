@@ -182,16 +182,18 @@ def ppo(policy: PolicyWithValue, reference: GPT, reward_fn, prompts: list[dict],
     rng = random.Random(config.seed)
     device = next(policy.parameters()).device
     history: dict[str, list] = {k: [] for k in ("iteration", "proxy", "gold", "kl", "length", "finished",
-                                                "policy_loss", "value_loss", "clip_fraction", "seconds")}
+                                                "policy_loss", "value_loss", "clip_fraction", "entropy",
+                                                "seconds", "cpu_seconds", "sample_seconds", "tokens")}
     step = 0
     for it in range(config.iterations):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = [prompts[rng.randrange(len(prompts))] for _ in range(config.rollouts)]
         prompt_ids = [list(p["ids"]) for p in batch]
         policy.eval()
         samples = sample(policy.gpt, prompt_ids, config.max_new_tokens, temperature=config.temperature,
                          stop_tokens=(end_id,), generator=generator)
         responses = samples.tokens
+        sample_seconds = time.perf_counter() - t0
         ids, mask = pack_responses(prompt_ids, responses, pad_id)  # (B, T), (B, T-1)
         ids, maskf = ids.to(device), mask.to(device).float()
         with torch.no_grad():
@@ -200,6 +202,7 @@ def ppo(policy: PolicyWithValue, reference: GPT, reward_fn, prompts: list[dict],
             ref_logp = -nn.functional.cross_entropy(ref_logits.transpose(1, 2), ids[:, 1:], reduction="none")
             score = reward_fn(prompt_ids, responses).to(device)  # (B,)
             kl_tok = (old_logp - ref_logp) * maskf  # k1 per token, (B, T-1)
+            entropy = -masked_mean(old_logp, maskf)  # per token, estimated from the sampled tokens
             rewards = -config.beta * kl_tok
             last = mask.long().cumsum(-1).argmax(-1).to(device)  # index of each row's last response position
             rewards[torch.arange(len(batch), device=device), last] += score
@@ -241,7 +244,11 @@ def ppo(policy: PolicyWithValue, reference: GPT, reward_fn, prompts: list[dict],
         history["length"].append(float(mask.sum(-1).float().mean()))
         history["finished"].append(sum(samples.finished) / len(batch))
         history["gold"].append(float(sum(gold_fn(batch, responses)) / len(batch)) if gold_fn else float("nan"))
+        history["entropy"].append(float(entropy))
         for key, value in stats.items():
             history[key].append(value / n_steps)
         history["seconds"].append(time.perf_counter() - t0)
+        history["cpu_seconds"].append(time.process_time() - c0)
+        history["sample_seconds"].append(sample_seconds)
+        history["tokens"].append(samples.n_generated)
     return history

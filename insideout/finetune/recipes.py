@@ -416,16 +416,29 @@ def ppo_policy(preset: str, beta: float | None = None, config: PPOConfig | None 
         prompts = [{**p, "ids": chat.prompt(p["instruction"])}
                    for p in T.make_prompts(r.pairs.prompts_per_task, seed=config.seed + 101)]
         torch.manual_seed(config.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         history = ppo(policy, reference, reward_fn(rm.model, chat.eot_id), prompts, config, end_id=chat.end_id,
                       pad_id=chat.eot_id, gold_fn=gold_fn(chat))
-        seconds = time.perf_counter() - t0
-        return _state(policy.gpt), {"config": policy.gpt.config.to_dict(), "history": history,
-                                    "train_seconds": seconds, "trainable": trainable_parameters(policy),
-                                    "role": "policy"}
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        tensors = {**_state(policy.gpt), **{f"value_head.{k}": v for k, v in policy.value_head.state_dict().items()}}
+        return tensors, {"config": policy.gpt.config.to_dict(), "history": history, "train_seconds": seconds,
+                         "train_cpu_seconds": cpu_seconds, "trainable": trainable_parameters(policy),
+                         "role": "policy"}
 
     art = cached("ft-ppo", key, train, log=None)
-    return Trained(model_from_artifact(art), key, art.meta, art)
+    policy_only = replace(art, tensors={k: v for k, v in art.tensors.items() if not k.startswith("value_head.")})
+    return Trained(model_from_artifact(policy_only), key, art.meta, art)
+
+
+def ppo_value_model(trained: Trained) -> PolicyWithValue:
+    """The PPO policy of ``ppo_policy`` with its trained value head (the value head is stored beside the GPT)."""
+    head = {k.removeprefix("value_head."): v for k, v in trained.artifact.tensors.items()
+            if k.startswith("value_head.")}
+    if not head:
+        raise ValueError(f"the cached {trained.artifact.kind!r} has no value head: pass a result of ppo_policy()")
+    model = PolicyWithValue(trained.model)
+    model.value_head.load_state_dict(head)
+    return model.eval()
 
 
 DPO_VARIANTS = ("main", "mean", "tiny_gap", "no_sft")
