@@ -68,7 +68,7 @@ def kl_loss(teacher: GPT):
         logp = F.log_softmax(logits.float(), dim=-1)
         kl = (target.exp() * (target - logp)).sum(-1)  # (B, T)
         ce = F.cross_entropy(logits[mask], batch["targets"][mask])
-        return kl[mask].mean(), {"ce": float(ce)}
+        return kl[mask].mean(), {"ce": float(ce.detach())}
 
     return loss_fn
 
