@@ -354,7 +354,7 @@ def recipes(preset: str | None = None) -> dict[str, Recipe]:
     out["text-dit"] = Recipe(name="diffusion-text-dit", arch="text-dit",
                              model={"dit": text_dit.to_dict(), "text": text_cfg.to_dict()}, data=mixed,
                              time_sampling="logit-normal", batch_size=32, p_uncond=0.1,
-                             optim=_optim(480 * mul, 3e-3, warmup=40), seed=0)
+                             optim=_optim(300 * mul, 3e-3, warmup=40), seed=0)
     # chapter 07: autoencoders 16x16x3 -> 8x8x4 with three KL weights
     for beta in (1e-4, 1e-3, 1e-2):
         out[f"vae-{beta:g}"] = Recipe(name="diffusion-vae", arch="vae",
@@ -367,7 +367,7 @@ def recipes(preset: str | None = None) -> dict[str, Recipe]:
     out["latent-text-dit"] = out["text-dit"].replace(name="diffusion-latent-text-dit",
                                                      model={"dit": latent_dit.to_dict(), "text": text_cfg.to_dict()},
                                                      latent=out["vae-0.001"].to_dict(),
-                                                     optim=_optim(1160 * mul, 3e-3, warmup=40))
+                                                     optim=_optim(900 * mul, 3e-3, warmup=40))
     return out
 
 
