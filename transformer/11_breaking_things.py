@@ -89,8 +89,8 @@ if preset == "gpu":
     budget = A.AblationConfig(vocab_size=1024, context_length=128, d_model=128, n_layer=6, n_head=4, batch_size=32,
                               steps=600, lr=2e-3, warmup_steps=60, eval_every=50, eval_windows=256)
 else:
-    budget = A.AblationConfig(vocab_size=512, context_length=64, d_model=64, n_layer=4, n_head=4, batch_size=16,
-                              steps=120, lr=3e-3, warmup_steps=12, eval_every=30, eval_windows=64, stats_every=10)
+    budget = A.AblationConfig(vocab_size=512, context_length=64, d_model=64, n_layer=4, n_head=4, batch_size=8,
+                              steps=100, lr=3e-3, warmup_steps=10, eval_every=25, eval_windows=64, stats_every=10)
 SEEDS = (0, 1, 2)
 NAMES = list(A.VARIANTS)
 train_ids, val_ids = A.ablation_data(budget.vocab_size)
@@ -202,9 +202,10 @@ plt.show()
 # with post-LN, without residual connections, with sigmoid and without softmax normalisation, the training loss drops
 # to a plateau near the unigram model's loss and then creeps down slowly or not at all. A plateau at the unigram
 # loss means the model has learned the token frequencies through the embeddings and the output layer, while the
-# blocks, the only place where the context enters, contribute almost nothing yet. Post-LN's band is wide: one of its
-# seeds leaves the plateau before the end, the others do not. A plateau is the signature of a signal that does not
-# get through the stack, which is what the next measurement looks at.
+# blocks, the only place where the context enters, contribute almost nothing yet. The bands of post-LN, no
+# LayerNorm and unnormalised attention are wide: some of their seeds leave the plateau before the end, the others do
+# not. A plateau is the signature of a signal that does not get through the stack, which is what the next
+# measurement looks at.
 #
 # ## Monitoring gradient flow
 #
@@ -262,12 +263,13 @@ for name in watch:
 #   nothing bypasses the product. This is the vanishing gradient that chapter 05 measured at initialisation, now
 #   lasting through training; the first blocks barely move and the model stays at the unigram plateau.
 # - **Post-LN.** LayerNorm sits on the residual path itself, so the backward signal passes through every
-#   normalisation on its way down. During the plateau the first block's gradient is far below the last block's;
-#   when it recovers, the loss starts to fall.
+#   normalisation on its way down. In the seed shown the first block's gradient stays far below the last block's
+#   (the printed ratio), and that seed never leaves the unigram plateau.
 #
 # Without LayerNorm the gradients are spread evenly, but the scale of the residual stream is left to the weights:
-# it grows from block to block, and the run stalls for a while before it learns. The sigmoid run has the largest
-# residual stream of all: a sigmoid unit is never negative, so every MLP output pushes the stream the same way.
+# it grows from block to block, and the run stalls (two of its three seeds leave the plateau late in the run). The
+# sigmoid run has the largest residual stream of all: a sigmoid unit is never negative, so every MLP output pushes
+# the stream the same way.
 #
 # The attention weights are the other place to look. For each head and query the runner divides the row of weights
 # by its sum and records its entropy (in nats; $\ln(i+1)$ for a uniform row at query $i$, 0 for a row that puts all
@@ -300,8 +302,9 @@ for name in ("baseline", "no_attention_scale", "no_softmax_normalisation"):
 # Without normalisation the "weights" are the exponentials of the scores, and nothing bounds their sum: it grows
 # with the number of keys and the size of the scores, and the attention output grows with it, by orders of
 # magnitude over the baseline's (the printed row sum and RMS). The attention does go wild, and the model pays with
-# a loss near the unigram plateau. Dropping the $1/\sqrt{d_k}$ makes the rows sharper (a lower entropy) but, with
-# heads of 16 dimensions and this short training, changes the loss less than the spread of the seeds.
+# a loss near the unigram plateau. Dropping the $1/\sqrt{d_k}$ makes the rows sharper (a lower entropy) and, with
+# heads of 16 dimensions and this short training, does not hurt: its three seeds end just below the baseline's three
+# (the results table), by a margin far smaller than the gap between the baseline and any stalled variant.
 #
 # ## Word salad? Positions and word order
 #
@@ -338,7 +341,9 @@ for name in ("baseline", "no_positions", "learned_positions"):
     order[name] = {"real words": sum(w in lexicon for w in sampled_words) / len(sampled_words),
                    "samples": A.word_bigram_rate(texts, reference),
                    "same words, shuffled": A.word_bigram_rate(shuffled, reference),
-                   "per seed": [A.word_bigram_rate(texts[16 * i : 16 * (i + 1)], reference) for i in range(3)]}
+                   "per seed": [A.word_bigram_rate(texts[16 * i : 16 * (i + 1)], reference) for i in range(3)],
+                   "shuffled, per seed": [A.word_bigram_rate(shuffled[16 * i : 16 * (i + 1)], reference)
+                                          for i in range(3)]}
 order_table = pd.DataFrame(order).T
 print(f"validation plays (ceiling): {ceiling:.3f} of word pairs occur in the training plays")
 display(order_table)
@@ -350,19 +355,24 @@ def order_above_floor(name):
     return order[name]["samples"] - order[name]["same words, shuffled"]
 
 
-baseline_has_order = order_above_floor("baseline") > 0
+def order_on_every_seed(name):
+    """True when every seed's samples have more of their word pairs in the plays than the same words shuffled."""
+    return all(a > b for a, b in zip(order[name]["per seed"], order[name]["shuffled, per seed"], strict=True))
+
+
+baseline_has_order = order_on_every_seed("baseline")
 for name in order:
     print(f"{name:<18} word pairs found in the plays: samples {order[name]['samples']:.3f}, shuffled "
           f"{order[name]['same words, shuffled']:.3f}, difference {order_above_floor(name):+.3f}")
-print("the baseline's samples have more word order than their shuffled words:", baseline_has_order)
+print("on every seed, the baseline's samples have more word order than their shuffled words:", baseline_has_order)
 
 # %% [markdown]
 # At this budget the measure has nothing to separate. The baseline writes mostly non-words (the share of real
-# words), and its word pairs occur in the plays no more often than the same words shuffled: after 120 steps the
-# baseline itself writes word salad, so there is no word order that removing the positions could destroy. What the
-# positions are worth here shows in the loss instead, where every seed without them ends above every baseline seed,
-# by a small margin. A causal model can partly do without positions, because the number of tokens a query can see
-# already tells it roughly where it is. The word-salad claim needs a model that has learned word order in the first
+# words), and on at least one seed its word pairs occur in the plays no more often than the same words shuffled:
+# after 100 steps the baseline itself writes word salad, so there is no word order that removing the positions could
+# destroy. The loss does not separate them either: the seeds without positions end within the spread of the
+# baseline's. A causal model can partly do without positions, because the number of tokens a query can see already
+# tells it roughly where it is. The word-salad claim needs a model that has learned word order in the first
 # place, which takes a larger budget (the `gpu` preset).
 #
 # ## The verdicts
@@ -372,8 +382,8 @@ print("the baseline's samples have more word order than their shuffled words:", 
 # - a claim that a change makes the model **worse** is *confirmed* when every seed of the variant ends above every
 #   seed of the baseline, *refuted* when every seed ends below, and *not at this scale* when the ranges overlap;
 # - **diverges**: confirmed if every seed diverged;
-# - **word salad**: *not at this scale* when the baseline's own samples show no word order above the shuffled floor
-#   (there is nothing to lose); otherwise confirmed when the variant keeps less than half of the baseline's order
+# - **word salad**: *not at this scale* when the baseline's own samples do not beat the shuffled floor on every seed
+#   (there is no word order to lose); otherwise confirmed when the variant keeps less than half of the baseline's order
 #   above the floor, refuted when it keeps more than 80%;
 # - **barely learns / barely trains**: confirmed when the variant gains less than a quarter of what the baseline
 #   gains *below the unigram model* (what a model learns from the context), refuted when it gains more than three
@@ -459,18 +469,19 @@ verdict_table = pd.DataFrame(verdicts, index=["verdict", "measured"]).T
 display(verdict_table)
 
 # %% [markdown]
-# Four of the essay's seven claims hold at this scale, in the sense that the change makes the model worse on every
-# seed: without softmax normalisation the attention goes wild and the model stalls; post-LN trails pre-LN; and,
-# though the essay's stronger claims are not borne out, the model without LayerNorm and the one with sigmoid end
-# worse on every seed. The stronger claims need more than this budget: no run without LayerNorm diverges (gradient
-# clipping and a short, small run keep it finite; it stalls instead), the sigmoid model learns about a third of
-# what the baseline learns from the context rather than "barely" anything, and the baseline's own samples are too
-# young to show word order, so the word-salad claim cannot be tested here. ReLU and one head are within the spread
-# of the seeds of GELU and four heads. The residual-init scaling helps on every seed, but by far less than half of
-# the training time: the scaled model reaches the unscaled model's final loss after most of the budget (the
-# printed share). Of the course's own claims, the stack without residual connections barely trains (its first
-# block's gradient is a vanishing fraction of the last one's), RoPE beats learned positions on every seed, and
-# the $1/\sqrt{d_k}$ makes no measurable difference with heads this narrow.
+# Three of the essay's claims are confirmed at this scale: without softmax normalisation the attention goes wild and
+# the model stalls; post-LN trails pre-LN on every seed; the sigmoid model barely learns (it gains about a fifth of
+# what the baseline learns from the context, the printed share). A fourth holds in a weaker form: the model without
+# LayerNorm is worse on every seed, but it does not diverge (gradient clipping and a short, small run keep it
+# finite; it stalls instead). The baseline's own samples are too young to show word order, so the word-salad claim
+# cannot be tested here, and without positions the loss is within the spread of the seeds. ReLU and one head are
+# within the spread of the seeds of GELU and four heads. The residual-init scaling lowers the mean loss but not on
+# every seed, and by far less than half of the training time: the scaled model reaches the unscaled model's final
+# loss after most of the budget (the printed share). Of the course's own claims, the stack without residual
+# connections barely trains (its first block's gradient is a vanishing fraction of the last one's) and RoPE beats
+# learned positions on every seed; the claim that dropping the $1/\sqrt{d_k}$ makes the model worse is refuted at
+# this scale, where it ends slightly *lower* on every seed with heads this narrow (a small margin; chapter 02
+# measured what the factor prevents: softmax saturation as $d_k$ grows).
 #
 # The verdicts the text states, checked:
 
@@ -480,25 +491,27 @@ EXPECTED = {
     "no positions: word salad": "not at this scale",
     "no softmax normalisation: attention goes wild": "confirmed",
     "ReLU trains slower than GELU": "not at this scale",
-    "sigmoid barely learns": "not at this scale",
+    "sigmoid barely learns": "confirmed",
     "fewer heads (one) degrade it": "not at this scale",
     "pre-LN beats post-LN": "confirmed",
     "residual-init scaling halves training time": "not at this scale",
     "(course) no residuals: the stack barely trains": "confirmed",
-    "(course) no 1/sqrt(d_k): worse": "not at this scale",
+    "(course) no 1/sqrt(d_k): worse": "refuted",
     "(course) RoPE beats learned positions": "confirmed",
 }
 assert set(EXPECTED) == set(verdicts), sorted(set(verdicts) ^ set(EXPECTED))
 for claim, expected in EXPECTED.items():
     assert verdicts[claim][0] == expected, f"{claim}: measured {verdicts[claim]}, the text says {expected}"
 # the measurements the prose reads off
-for name in ("no_layer_norm", "sigmoid", "no_positions", "no_residual_init_scaling", "post_ln"):
+for name in ("no_layer_norm", "sigmoid", "post_ln", "no_softmax_normalisation", "learned_positions"):
     assert verdict_worse(name) == "confirmed", f"{name} is not worse on every seed: {A.final_losses(runs, name)}"
 assert results["diverged"].eq(f"0/{len(SEEDS)}").all(), f"a run diverged: {results['diverged'].to_dict()}"
 stalled = ["no_layer_norm", "post_ln", "no_residual", "sigmoid", "no_softmax_normalisation"]
 assert all(mean_final(n) > mean_final("baseline") + 0.3 for n in stalled), results.loc[stalled, "mean"].to_dict()
 assert grad_ratio("baseline") > 1 > 100 * grad_ratio("no_residual"), (grad_ratio("baseline"), grad_ratio("no_residual"))
 assert grad_ratio("post_ln") < 0.5, grad_ratio("post_ln")
+left = [x < unigram - 0.2 for x in A.final_losses(runs, "no_layer_norm")]  # seeds that left the plateau
+assert sum(left) == 2, f"the text says two of the seeds without LayerNorm leave the plateau: {left}"
 acts = runs[("no_softmax_normalisation", 0)].activations
 assert max(max(r) for r in acts["attn_mass"]) > 100 and max(acts["attn_rms"][-1]) > 100 * max(
     runs[("baseline", 0)].activations["attn_rms"][-1]), "unnormalised attention did not blow up"
@@ -516,7 +529,8 @@ print(f"all {len(EXPECTED)} verdicts as stated; the measurements behind the pros
 #   show where: a gradient that vanishes on its way down without residuals, and one that is held back in the lower
 #   blocks with post-LN.
 # - Unnormalised attention is wild, measured: row sums and attention outputs orders of magnitude above the softmax's.
-# - Several claims need more scale than a two-minute run: divergence without LayerNorm, word salad without
+# - Several claims need more scale than a one-minute run: divergence without LayerNorm, word salad without
 #   positions, ReLU against GELU, one head against four, and the halving of the training time by the residual-init
-#   scaling (here it saves a small share of the steps). The `gpu` preset runs the same chapter larger.
+#   scaling (here it saves a small share of the steps, and not on every seed). The `gpu` preset runs the same
+#   chapter larger.
 # - Measure before believing: a claim about training is a claim about a budget, a model size and a seed.
