@@ -24,7 +24,7 @@
 #
 # 1. a family of problems whose every step a program can check exactly, at difficulty levels you can dial;
 # 2. a fixed held-out test set, including levels harder than anything the models are trained on;
-# 3. the table that chapters 01–09 fill in and chapter 10 shows whole.
+# 3. the table that chapters 01–09 fill in and [chapter 10](10_the_table.ipynb) shows whole.
 #
 # The models are the course's own GPT ([Part 2](../transformer/00_introduction.ipynb)), trained from scratch in
 # this part on a character-level vocabulary, small enough to train in about a minute on two CPU cores.
@@ -264,15 +264,15 @@ display(presets.loc[["d_model", "n_layer", "n_head", "context_length", "steps", 
 # | [01](01_chain_of_thought.ipynb) | direct answer; chain of thought (greedy) | one sample |
 # | [02](02_self_consistency.ipynb) | self-consistency: majority vote over $k$ samples | $k$ samples |
 # | [03](03_process_reward.ipynb) | process and outcome reward models (graders, not solvers) | — |
-# | 04 | best-of-$N$ reranked by vote, ORM, PRM; oracle pass@$N$ | $N$ samples + $N$ gradings |
-# | 05 | PRM-guided beam search over steps | steps × beam × expansions |
-# | 06 | Monte-Carlo tree search over steps | simulations × expansions |
-# | 07 | budget forcing: truncated or extended thinking | a token budget |
-# | 08 | GRPO: reinforcement learning on the checker's reward | training, then one sample |
-# | 09 | a smaller student distilled from the best system | training, then one sample |
+# | [04](04_best_of_n.ipynb) | best-of-$N$ reranked by vote, ORM, PRM; oracle pass@$N$ | $N$ samples + $N$ gradings |
+# | [05](05_tree_of_thoughts.ipynb) | PRM-guided beam search over steps | steps × beam × expansions |
+# | [06](06_mcts.ipynb) | Monte-Carlo tree search over steps | simulations × expansions |
+# | [07](07_budget_forcing.ipynb) | budget forcing: truncated or extended thinking | a token budget |
+# | [08](08_grpo.ipynb) | GRPO: reinforcement learning on the checker's reward | training, then one sample |
+# | [09](09_distillation.ipynb) | a smaller student distilled from the best system | training, then one sample |
 #
-# Chapter 10 puts every row side by side and plots accuracy against compute. Chapters 04–10 are the plan of this
-# part and are not written yet; the rows of 01–03 are measured in their chapters.
+# [Chapter 10](10_the_table.ipynb) puts every row side by side and plots accuracy against compute; each row is
+# measured in its own chapter.
 #
 # The claims this chapter rests on, checked: the test set is fixed, large enough, distinct and disjoint from
 # training; the checker accepts every gold trace of it (with and without self-checks) and rejects a corrupted one.
