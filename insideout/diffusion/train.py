@@ -367,7 +367,7 @@ def recipes(preset: str | None = None) -> dict[str, Recipe]:
     out["latent-text-dit"] = out["text-dit"].replace(name="diffusion-latent-text-dit",
                                                      model={"dit": latent_dit.to_dict(), "text": text_cfg.to_dict()},
                                                      latent=out["vae-0.001"].to_dict(),
-                                                     optim=_optim(900 * mul, 3e-3, warmup=40))
+                                                     optim=_optim(720 * mul, 3e-3, warmup=40))
     return out
 
 
