@@ -15,7 +15,7 @@
 #
 # The first four parts of this course generate text one token at a time. This part generates **images**, all
 # pixels at once, by starting from pure noise and moving it, step by step, towards a picture — on two CPU cores,
-# without downloading anything, and with every result *measured*. Its chapters so far:
+# without downloading anything, and with every result *measured*. Its chapters:
 #
 # | chapter | builds | measures |
 # |---|---|---|
@@ -24,6 +24,9 @@
 # | [03](03_unet.ipynb) | a U-Net on images | Fréchet distance, the judge's verdict |
 # | [04](04_dit.ipynb) | a diffusion transformer | vs the U-Net at equal size and time; adaLN-Zero |
 # | [05](05_guidance.ipynb) | class labels and guidance | adherence up, recall slightly down |
+# | [06](06_text_conditioning.ipynb) | text encoder, cross-attention | adherence, seen vs held-out; text guidance |
+# | [07](07_autoencoder.ipynb) | a convolutional VAE | reconstruction PSNR against the KL weight; the latent shape |
+# | [08](08_latent_diffusion.ipynb) | latent diffusion: text to image | latent vs pixels at equal training time |
 #
 # Published image models are judged by humans and by FID, a distance between Inception-network features of
 # generated and real images {cite}`heusel2017gans`; both need resources this course does not have (people, a

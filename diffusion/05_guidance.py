@@ -190,4 +190,5 @@ print(f"checks passed: right colour and shape {sweep.loc[1.0, 'shape']:.2f} at w
 # - Classifier-free guidance extrapolates from the unconditional to the conditional prediction. Measured here:
 #   adherence rises steadily with the scale; at this budget, where the labels were learned only weakly, the cost in
 #   diversity is small (recall down a few points, within-class spread unchanged).
-# - Replacing the 12 labels by free text, with a text encoder and cross-attention, is the next step.
+# - Replacing the 12 labels by free text, with a text encoder and cross-attention, is the next step:
+#   [chapter 06](06_text_conditioning.ipynb).
