@@ -305,9 +305,9 @@ def preference_candidates(preset: str) -> dict:
     def train():
         _, chat, _ = chat_base(preset)
         prompts = T.make_prompts(cfg.prompts_per_task, seed=cfg.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rows = answer(sft.model, chat, prompts, seed=cfg.seed, samples_per_prompt=2)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         a_rows, b_rows = rows[0::2], rows[1::2]
         prompt_ids = [ra["prompt_ids"] for ra in a_rows]
         fa, la = _flatten([ra["tokens"] for ra in a_rows])
@@ -321,7 +321,7 @@ def preference_candidates(preset: str) -> dict:
                    "gold_a": torch.tensor([ra["gold"] for ra in a_rows], dtype=torch.float64),
                    "gold_b": torch.tensor([rb["gold"] for rb in b_rows], dtype=torch.float64), "held_out": held}
         return tensors, {"tasks": [ra["task"] for ra in a_rows], "args": [ra["arg"] for ra in a_rows],
-                         "sample_seconds": seconds, "role": "data"}
+                         "sample_seconds": seconds, "sample_cpu_seconds": cpu_seconds, "role": "data"}
 
     art = cached("ft-pairs", key, train, log=None)
     t = art.tensors
@@ -332,7 +332,8 @@ def preference_candidates(preset: str) -> dict:
             for task, arg, h, p, x, y, ga, gb in zip(art.meta["tasks"], art.meta["args"], t["held_out"].tolist(),
                                                       prompts, a, b, t["gold_a"].tolist(), t["gold_b"].tolist(),
                                                       strict=True)]
-    return {"rows": rows, "key": key, "sample_seconds": art.meta["sample_seconds"]}
+    return {"rows": rows, "key": key, "sample_seconds": art.meta["sample_seconds"],
+            "sample_cpu_seconds": art.meta.get("sample_cpu_seconds", float("nan")), "trained_now": art.trained_now}
 
 
 def preference_pairs(preset: str) -> dict[str, list[Pair]]:
@@ -364,9 +365,11 @@ def reward_model(preset: str) -> Trained:
         pairs = preference_pairs(preset)["train"]
         rm = reward_model_from_policy(sft.model)
         torch.manual_seed(r.reward.seed)
+        c0 = time.process_time()
         result = train_reward_model(rm, pairs, chat.eot_id, r.reward)
         return dict(rm.state_dict()), {"config": sft.model.config.to_dict(), "history": result.history,
                                        "train_seconds": result.train_seconds,
+                                       "train_cpu_seconds": time.process_time() - c0,
                                        "trainable": trainable_parameters(rm), "role": "reward_model"}
 
     art = cached("ft-reward", key, train, log=None)
@@ -466,9 +469,11 @@ def dpo_policy(preset: str, variant: str = "main") -> Trained:
         policy, reference = start_model(), start_model()
         check_chat_model(policy, chat, "DPO policy")
         torch.manual_seed(config.seed)
+        c0 = time.process_time()
         result = train_dpo(policy, reference, pairs, chat.eot_id, config)
         return _state(policy), {"config": policy.config.to_dict(), "history": result.history,
-                                "train_seconds": result.train_seconds, "trainable": trainable_parameters(policy),
+                                "train_seconds": result.train_seconds, "train_cpu_seconds": time.process_time() - c0,
+                                "trainable": trainable_parameters(policy),
                                 "role": "policy", "pairs": len(pairs)}
 
     art = cached("ft-dpo", key, train, log=None)
