@@ -157,10 +157,10 @@ assert (grad - grad_plain).abs().max() < 1e-9 and abs(float(loss.detach())) < 1e
 # always (or nearly never) solves — small spread — as large advantages as a problem it solves half the time, a
 # bias that {cite}`liu2025understanding` argue against.
 #
-# The KL to the reference (the snapshot) is the per-token estimator $\pi_\text{ref}/\pi - \log(\pi_\text{ref}/\pi)
-# - 1$, recorded for every run and penalised only for `beta`. Every 5 steps the policy is evaluated on the
-# validation problems, one sample (4 per problem) and greedy. The runs are cached; the next cell trains them when
-# they are missing.
+# The KL to the reference (the snapshot) is the per-token estimator
+# $\pi_\text{ref}/\pi - \log(\pi_\text{ref}/\pi) - 1$, recorded for every run and penalised only for `beta`.
+# Every 5 steps the policy is evaluated on the validation problems, one sample (4 per problem) and greedy. The runs
+# are cached; the next cell trains them when they are missing.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
