@@ -23,6 +23,11 @@
 # | [01](01_instruction_data.ipynb) | instruction data, chat format | examples to learn from, judges, special tokens |
 # | [02](02_sft.ipynb) | supervised fine-tuning (SFT) with loss masking | imitation of good answers |
 # | [03](03_lora.ipynb) | LoRA | the same with a few trainable parameters |
+# | [04](04_reward_model.ipynb) | preference pairs, reward model | a learned proxy for the judges |
+# | [05](05_best_of_n.ipynb) | best-of-N | better answers by sampling many and keeping one |
+# | [06](06_ppo.ipynb) | RLHF with PPO | a policy trained against the reward model, KL-penalised |
+# | 07 | DPO | preferences learned without a reward model or sampling |
+# | [08](08_what_each_stage_bought.ipynb) | what each stage bought | every model of the part in one table |
 #
 # Every gain in this part is judged by a **program**. The tasks ask for lines of verse with properties a program
 # can check — a question, an exclamation, a line of $n$ words, a line with a given word, starting with a given
