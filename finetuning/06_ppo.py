@@ -150,21 +150,23 @@ def timed(fn):
 gen = torch.Generator().manual_seed(0)
 batched, wall_b, cpu_b = timed(lambda: sample(sft.model, rollout_prompts, c.max_new_tokens, temperature=c.temperature,
                                               stop_tokens=(chat.end_id,), generator=gen))
-few = rollout_prompts[:8]
+few = rollout_prompts[:16]
 singles, wall_s, cpu_s = timed(lambda: [sample(sft.model, [p], c.max_new_tokens, temperature=c.temperature,
                                                stop_tokens=(chat.end_id,), generator=gen) for p in few])
 n_single = sum(s.n_generated for s in singles)
 speed = {"batched": batched.n_generated / wall_b, "one at a time": n_single / wall_s}
+cpu_speed = {"batched": batched.n_generated / cpu_b, "one at a time": n_single / cpu_s}  # less noisy when shared
 print(f"batch of {len(rollout_prompts)}: {batched.n_generated} tokens in {wall_b:.2f} s wall, {cpu_b:.2f} s CPU: "
       f"{speed['batched']:,.0f} tokens/s")
 print(f"one at a time ({len(few)} prompts): {n_single} tokens in {wall_s:.2f} s wall, {cpu_s:.2f} s CPU: "
       f"{speed['one at a time']:,.0f} tokens/s")
-print(f"batched / one at a time: {speed['batched'] / speed['one at a time']:.1f}x")
+print(f"batched / one at a time: {speed['batched'] / speed['one at a time']:.1f}x in wall time, "
+      f"{cpu_speed['batched'] / cpu_speed['one at a time']:.1f}x in CPU time")
 
 # %% [markdown]
 # A model this small spends much of a single-row step on Python and per-operation overhead, which a batch of 64
 # rows shares, so per token the batch is several times faster. (The exact numbers are this machine's and are not
-# checked; the final cell checks only that batching is at least twice as fast per token.)
+# checked; the final cell checks only that batching is at least twice as fast per token in CPU time.)
 #
 # ## PPO at three values of β
 #
@@ -390,7 +392,7 @@ kls = [evals[f"PPO β={beta}"]["KL to SFT (nats/answer)"] for beta in betas]  # 
 assert (clip_table["d loss / d ratio, A=+1"][clip_table["ratio"] > 1 + c.clip] == 0).all()
 assert (clip_table["d loss / d ratio, A=-1"][clip_table["ratio"] < 1 - c.clip] == 0).all()
 assert gae_diff < 1e-5
-assert speed["batched"] > 2 * speed["one at a time"], "batched sampling should be faster per token"
+assert cpu_speed["batched"] > 2 * cpu_speed["one at a time"], "batched sampling should be faster per token"
 assert e_main["reward-model score"] > e_sft["reward-model score"], "PPO should raise the reward it optimises"
 assert gain > 0.02, f"PPO should raise the gold score over SFT on the test prompts: {gain:+.3f}"
 assert 0 < e_main["KL to SFT (nats/answer)"] < 10, "PPO's gain should come at a bounded KL from SFT"
