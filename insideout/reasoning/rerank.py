@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from insideout.reasoning.reward import aggregate
+from insideout.reasoning.reward import aggregate, auc
 from insideout.reasoning.voting import best_of, majority_vote, pass_at_k, weighted_vote
 
 METHODS = ("majority vote", "ORM", "PRM-min", "PRM-product", "PRM-last", "PRM-weighted vote")
@@ -79,12 +79,8 @@ def within_problem_auc(scores: Sequence[Sequence[float]], correct: Sequence[Sequ
     for sc, ok in zip(scores, correct, strict=True):
         if len(sc) != len(ok):
             raise ValueError(f"{len(sc)} scores but {len(ok)} labels for a problem")
-        right = [s for s, y in zip(sc, ok, strict=True) if y]
-        wrong = [s for s, y in zip(sc, ok, strict=True) if not y]
-        if not right or not wrong:
-            continue
-        wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
-        aucs.append(wins / (len(right) * len(wrong)))
+        if any(ok) and not all(ok):
+            aucs.append(auc(sc, ok))
     if not aucs:
         raise ValueError("no problem has both right and wrong samples: the within-problem AUC is undefined")
     return sum(aucs) / len(aucs), len(aucs)

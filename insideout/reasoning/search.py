@@ -9,7 +9,9 @@ samples (policy calls) and prefixes scored (reward-model calls).
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -262,10 +264,8 @@ def run_uct(root, expand_fn: Callable[[Hashable], list[tuple[Hashable, float, bo
 def noisy_toy_tree(seed: int, noise: float, depth: int = 4, branching: int = 3):
     """A toy search problem with known values: leaves (strings over 'abc...') with uniform random values; an inner
     node's value is the best leaf below it plus Gaussian noise of standard deviation ``noise`` (a leaf's value is
-    exact). Returns (leaf values, expand function for ``run_uct``). Seeded: the same tree and noise every call."""
-    import itertools
-    import random
-
+    exact). Returns (leaf values, expand function for ``run_uct``, exact value of every node). Seeded: the same
+    tree and noise every call."""
     if not (isinstance(noise, (int, float)) and noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"noise={noise!r}: must be a finite number >= 0")
     _check_budget("depth", depth)
