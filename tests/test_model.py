@@ -281,3 +281,37 @@ def test_loss_is_mean_cross_entropy_and_ignores_minus_100():
     assert abs(loss.item() - expected.item()) <= 1e-6
     at_init = small()(idx, tokens(seed=4))[1].item()
     assert abs(at_init - math.log(50)) < 0.05, "GPT-2 init starts near the uniform loss ln V"
+
+
+def test_logits_mask_computes_the_chosen_positions_only():
+    """logits_mask gives logits[mask] of the full forward and the loss over targets[mask]; gradients too."""
+    from insideout.finetune.generation import token_logprobs
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=16, d_model=32, n_layer=2, n_head=4, position="rope"))
+    ids = torch.randint(0, 50, (3, 12))
+    targets = torch.randint(0, 50, (3, 12))
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[0, 4:9] = mask[1, 1:3] = mask[2, 11] = True
+    full, _ = model(ids)
+    part, _ = model(ids, logits_mask=mask)
+    assert part.shape == (int(mask.sum()), 50)
+    assert torch.allclose(part, full[mask], atol=1e-6)
+    masked_targets = targets.masked_fill(~mask, -100)
+    _, loss_full = model(ids, masked_targets)
+    _, loss_part = model(ids, masked_targets, logits_mask=mask)
+    assert torch.allclose(loss_full, loss_part, atol=1e-6)
+    grads = []
+    for kwargs in ({}, {"mask": mask[:, :-1]}):
+        model.zero_grad()
+        lp = token_logprobs(model, ids, **kwargs)
+        (lp * mask[:, :-1]).sum().backward()
+        grads.append(model.tok_emb.weight.grad.clone())
+        if kwargs:
+            assert (lp[~mask[:, :-1]] == 0).all()
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    for bad, match in ((mask.float(), "bool tensor"), (mask[:, :5], "bool tensor"), ([True], "bool tensor")):
+        with pytest.raises(ValueError, match=match):
+            model(ids, logits_mask=bad)
+    with pytest.raises(ValueError, match="pass one of them"):
+        model(ids, last_only=True, logits_mask=mask)

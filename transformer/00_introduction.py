@@ -77,7 +77,9 @@ preset, device = setup(seed=0)
 # \end{aligned}
 # $$
 #
-# $E \in \mathbb{R}^{V \times d_{\text{model}}}$ is the token embedding, $P$ the table of learned position vectors,
+# $E \in \mathbb{R}^{V \times d_{\text{model}}}$ is the token embedding, $P$ the table of learned position vectors
+# (GPT-2's choice; the course model instead rotates queries and keys by their position, RoPE, which chapter 01
+# builds and chapter 07 shows trains a better model in the same time),
 # $L$ the number of blocks, $\operatorname{LN}$ layer normalisation, $\operatorname{Attn}$ causal multi-head
 # self-attention and $\operatorname{FFN}$ the feed-forward network; the notation page lists every symbol. The last
 # line reuses $E$: the matrix that turns a token into a vector also scores vectors against tokens

@@ -321,7 +321,8 @@ assert all(r > 1 for r in steps_up) and all(a > b for a, b in zip(steps_up, step
 # largest vocabulary; what matters is how well a model predicts the text.
 #
 # **Measurement 2: a small model's loss per character at equal compute.** For each size, train the same small GPT
-# (2 layers, $d_{\text{model}} = 64$, 4 heads, 64-token context, batch 16 of random windows) with the course's
+# (2 layers, $d_{\text{model}} = 64$, 4 heads, 64-token context, RoPE positions like the course model, batch 16
+# of random windows) with the course's
 # training loop `insideout.training.fit` (AdamW, a short warm-up, then a cosine decay of the learning rate to zero, so
 # that each run ends settled rather than mid-stride; `insideout.gpt.analysis.train_next_token_model` is the whole
 # recipe), and measure its cross-entropy on the first 100,000 characters of the
@@ -361,7 +362,8 @@ val_eval = val_text[:100_000]
 
 
 def small_config(V: int) -> GPTConfig:
-    return GPTConfig(vocab_size=V, context_length=CTX, d_model=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD)
+    return GPTConfig(vocab_size=V, context_length=CTX, d_model=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD,
+                     position="rope")  # positions as in the course model (chapter 07)
 
 
 def matmul_weights(V: int) -> int:

@@ -77,6 +77,9 @@ preset, device = setup(seed=0)
 # N = V d + T_{\max} d + L\,(12 d^2 + 13 d) + 2 d .
 # $$
 #
+# (The CPU preset rotates queries and keys by their position, RoPE, so its $T_{\max} d$ term is zero; the
+# table below also counts the same model with GPT-2's learned positions.)
+#
 # `insideout.gpt.analysis.count_parameters(config)` implements the table, including the switches (no bias, no
 # LayerNorm, no MLP, untied head, other position schemes). We compare it with the number of elements of the
 # parameters of instantiated models.
@@ -88,7 +91,7 @@ variants = {
     "cpu preset": cpu,
     "cpu, untied head": GPTConfig(**{**cpu.to_dict(), "tie_weights": False}),
     "cpu, no biases": GPTConfig(**{**cpu.to_dict(), "bias": False}),
-    "cpu, RoPE (no position table)": GPTConfig(**{**cpu.to_dict(), "position": "rope"}),
+    "cpu, learned positions (GPT-2)": GPTConfig(**{**cpu.to_dict(), "position": "learned"}),
     "cpu, attention only": GPTConfig(**{**cpu.to_dict(), "mlp": False}),
     "GPT-2 small": GPTConfig(**GPT2_SMALL),
 }

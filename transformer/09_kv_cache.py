@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from insideout.gpt.generate import cache_nbytes_formula, generate, kv_cache_speedups
-from insideout.gpt.model import GPT, GPTConfig, KVCache
+from insideout.gpt.model import GPT, GPTConfig, KVCache, apply_rope, rope_cos_sin
 from insideout.gpt.pretrained import load_course_model
 from insideout.utils import setup, within
 
@@ -150,7 +150,10 @@ with torch.no_grad():
 h_q.remove()
 h_z.remove()
 
-q = seen["q"][0, 0]  # (H, d_head) the new token's query, one row per head
+q = seen["q"][0, 0]  # (H, d_head) the new token's query, one row per head (the hook sees it before RoPE)
+if cfg.position == "rope":  # cached keys are stored rotated; rotate the new query by its own position, t
+    cos, sin = rope_cos_sin(cfg.head_dim, torch.tensor([cache.length - 1]), cfg.rope_base)  # (1, d_head) each
+    q = apply_rope(q[None, :, None, :], cos, sin)[0, :, 0]  # (H, d_head)
 K = cache.k[0][0, :, : cache.length]  # (H, t+1, d_head) every stored key, the new one included
 V = cache.v[0][0, :, : cache.length]
 weights = torch.softmax((K @ q[:, :, None]).squeeze(-1) / math.sqrt(cfg.head_dim), dim=-1)  # (H, t+1)
@@ -161,9 +164,10 @@ print(f"cache.length = {cache.length}; attention weights per head sum to "
 print(f"max |z_by_hand - z_model| {within((z_by_hand - z_model).abs().max(), 1e-5, 'float32 rounding')}")
 
 # %% [markdown]
-# (The course model uses learned absolute positions, so the query needs no rotation; with RoPE the cache stores
-# keys *after* rotating them by their position, and the new query is rotated by its own position before the
-# product.)
+# (The course model uses RoPE — chapter 07 says why — so the cache stores keys *after* rotating them by their
+# position, and the new query, which the hook `hook_q` sees before its rotation, is rotated by its own position $t$
+# before the product: the two lines under `if cfg.position == "rope"` above. With learned absolute positions the
+# query would need no rotation.)
 #
 # ## Cached logits equal uncached logits, at every step
 #
@@ -201,7 +205,8 @@ assert torch.equal(cached_logits.argmax(-1), reference.argmax(-1)), "the cache c
 #   enters the bias;
 # - **RoPE** rotates queries and keys by their own positions; a cached key was rotated once, when it was stored.
 #
-# The trained model uses learned positions, so check all three (and no positions at all) on small random models.
+# The trained model uses RoPE and was checked above; check all three (and no positions at all) on small random
+# models.
 # Their weights are drawn wider than GPT-2's initialisation so attention is far from uniform and a wrong position
 # would show. The comparison is the same: one uncached pass versus a prefill of 5 tokens and then one token at a
 # time.

@@ -71,7 +71,7 @@ def pair_tensors(pairs: list[Pair], pad_id: int) -> dict[str, torch.Tensor]:
 
 def sequence_logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, aggregate: str) -> torch.Tensor:
     """Summed (or mean) log-probability of the masked tokens of each row: ids (N, T), mask (N, T-1) -> (N,)."""
-    lp = token_logprobs(model, ids) * mask  # (N, T-1)
+    lp = token_logprobs(model, ids, mask=mask.bool()) * mask  # (N, T-1): the response positions only
     total = lp.sum(-1)
     return total if aggregate == "sum" else total / mask.sum(-1).clamp(min=1)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from insideout.gpt.model import GPT
 from insideout.gpt.sampling import sample
 
 __all__ = ["sample", "pack_responses", "token_logprobs", "response_logprobs"]
@@ -33,14 +34,24 @@ def pack_responses(prompts: list[list[int]], responses: list[list[int]], pad_id:
     return ids, mask
 
 
-def token_logprobs(model: torch.nn.Module, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(model: torch.nn.Module, ids: torch.Tensor, temperature: float = 1.0,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, (B, T - 1), under softmax(logits / temperature).
 
-    Gradients flow (no no_grad here)."""
+    ``mask`` (B, T - 1), bool: only the True positions are needed (a response); a course GPT then computes the
+    LM head and its softmax there only, and the other positions hold 0. Gradients flow (no no_grad here)."""
+    if mask is not None and isinstance(model, GPT):
+        mask = mask.to(ids.device)
+        logits = model(ids[:, :-1], logits_mask=mask)[0]  # (N, V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        picked = -F.cross_entropy(logits, ids[:, 1:][mask], reduction="none")  # (N,)
+        return torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked)
     logits = model(ids[:, :-1])[0]  # (B, T-1, V)
     if temperature != 1.0:
         logits = logits / temperature
-    return -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+    lp = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+    return lp if mask is None else lp * mask
 
 
 def response_logprobs(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int,
@@ -55,7 +66,7 @@ def response_logprobs(model: torch.nn.Module, prompts: list[list[int]], response
             for start in range(0, len(prompts), batch_size):
                 ids, mask = pack_responses(prompts[start:start + batch_size], responses[start:start + batch_size],
                                            pad_id)
-                lp = token_logprobs(model, ids.to(model_device(model)), temperature)
+                lp = token_logprobs(model, ids.to(model_device(model)), temperature, mask)
                 for row in range(ids.shape[0]):
                     out.append(lp[row][mask[row].to(lp.device)].cpu())
     finally:

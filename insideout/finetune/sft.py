@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from insideout.finetune.chat import ChatTokenizer, pad_batch
+from insideout.gpt.model import GPT
 from insideout.training import OptimConfig, _check_int, _check_number, fit
 from insideout.utils import DictConfig
 
@@ -80,8 +81,11 @@ def batch_stream(examples: list, tokenizer: ChatTokenizer, batch_size: int, mask
 
 
 def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the tokens whose target is not -100."""
-    return model(batch["ids"], batch["targets"])[1]
+    """Mean cross-entropy over the tokens whose target is not -100 (a course GPT computes the LM head there only)."""
+    ids, targets = batch["ids"], batch["targets"]
+    if isinstance(model, GPT):
+        return model(ids, targets, logits_mask=targets != IGNORE)[1]
+    return model(ids, targets)[1]
 
 
 def train_sft(model: torch.nn.Module, examples: list, tokenizer: ChatTokenizer, config: SFTConfig, *,

@@ -524,11 +524,17 @@ class GPT(nn.Module):
         return self._rope_tables[device]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None, *, last_only: bool = False):
+                attention_mask: torch.Tensor | None = None, *, last_only: bool = False,
+                logits_mask: torch.Tensor | None = None):
         """Logits (batch, seq, vocab) and, if targets are given, the mean cross-entropy (ignore_index -100).
 
         ``last_only=True`` computes the logits of the last position only, (batch, 1, vocab): what decoding needs,
         without the LM head's cost at every prompt position (no targets then).
+
+        ``logits_mask`` (batch, seq), bool, computes the logits of the True positions only, returned as (N, vocab)
+        in row-major order of the True entries (``logits[logits_mask]`` of the full output, up to float rounding):
+        fine-tuning losses that score the response tokens only skip the LM head and its softmax on the prompt.
+        With targets, the loss is the mean over ``targets[logits_mask]`` (ignore_index -100 still applies).
 
         ``attention_mask`` (batch, cached + new positions), bool, True for real tokens, runs a padded batch: each
         row's positions count its real tokens only and no real token attends to padding (see
@@ -540,6 +546,15 @@ class GPT(nn.Module):
         self._check_input(idx, offset)
         if last_only and targets is not None:
             raise ValueError("last_only=True computes no logits for the loss: drop targets or last_only")
+        if logits_mask is not None:
+            if last_only:
+                raise ValueError("last_only=True and logits_mask both choose positions: pass one of them")
+            if (not isinstance(logits_mask, torch.Tensor) or logits_mask.dtype != torch.bool
+                    or logits_mask.shape != idx.shape):
+                got = (f"shape {tuple(logits_mask.shape)}, dtype {logits_mask.dtype}"
+                       if isinstance(logits_mask, torch.Tensor) else type(logits_mask).__name__)
+                raise ValueError(f"logits_mask must be a bool tensor of the input's shape {tuple(idx.shape)}, "
+                                 f"got {got}")
         B, T = idx.shape
         if attention_mask is not None:
             attention_mask = _check_attention_mask(attention_mask, B, offset + T).to(idx.device)
@@ -555,10 +570,14 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         x = self.hook_final(self.ln_f(x))
-        logits = self.lm_head(x[:, -1:] if last_only else x)  # (B, T, vocab), or (B, 1, vocab)
+        if logits_mask is not None:
+            x = x[logits_mask.to(x.device)]  # (N, d_model): the chosen positions only
+        logits = self.lm_head(x[:, -1:] if last_only else x)  # (B, T, vocab), (B, 1, vocab) or (N, vocab)
         loss = None
         if targets is not None:
             self._check_targets(targets, idx)
+            if logits_mask is not None:
+                targets = targets[logits_mask.to(targets.device)]
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
