@@ -316,11 +316,14 @@ glue("gold_mean", f"{results['DPO (mean)']['gold score']:.3f}", display=False)
 # pairs (long answers lose gold for non-words and length). With summed log-probabilities the held-out margin
 # follows the length difference with Spearman {glue:text}`rho_len_sum` and the gold difference with only
 # {glue:text}`rho_gold_sum`: much of what DPO learned is "shorter is better", an easy feature of these pairs.
-# Dividing by length weakens that ({glue:text}`rho_len_mean`) but does not remove it; answers shrink from
-# {glue:text}`words_sft` words (SFT) to {glue:text}`words_sum` (sum) and {glue:text}`words_mean` (mean), and the
-# mean variant, at the same steps, reaches a lower gold score ({glue:text}`gold_mean`). At this scale the length
-# effect runs the opposite way from the longer-answers bias reported for human preference data — the direction
-# follows the data, the mechanism is the same.
+# Dividing by length weakens that ({glue:text}`rho_len_mean`) but does not remove it, and the mean variant, at
+# the same steps, reaches a lower gold score ({glue:text}`gold_mean`). At this scale the length preference of the
+# implicit reward runs the opposite way from the longer-answers bias reported for human preference data — the
+# direction follows the data, the mechanism is the same. The answers the policies *sample*, though, do not
+# shrink: {glue:text}`words_sft` words on average (SFT), {glue:text}`words_sum` (sum), {glue:text}`words_mean`
+# (mean). The two are different measurements. The margin ranks two given answers; the length of a free sample
+# depends on where the probability that DPO removes from *both* answers of a pair (above) ends up, and nothing in
+# the loss says where that is.
 
 # %%
 assert acc["label_accuracy"] > 0.62, "DPO's implicit reward should rank held-out pairs well above chance"
@@ -333,4 +336,5 @@ assert acc_no_sft["label_accuracy"] > 0.6, "the prose says the no-SFT implicit r
 assert results["DPO, no SFT first"]["gold score"] < 0.2, "the prose says DPO without SFT gives useless answers"
 assert length["sum"]["rho(margin, length diff)"] < -0.3, "the prose says the sum margin follows length"
 assert length["mean"]["rho(margin, length diff)"] > length["sum"]["rho(margin, length diff)"], "mean weakens it"
-assert results["DPO (sum)"]["words per answer"] < results["SFT"]["words per answer"], "answers got shorter"
+assert results["DPO (sum)"]["words per answer"] > results["SFT"]["words per answer"], "the prose: no shorter answers"
+assert results["DPO (mean)"]["words per answer"] > results["SFT"]["words per answer"], "the prose: no shorter answers"

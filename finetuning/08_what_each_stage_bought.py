@@ -184,6 +184,16 @@ glue("dpo_kl", f"{m['DPO']['KL to SFT (nats/answer)']:.1f}", display=False)
 glue("ppo_d2", f"{m['PPO']['distinct-2']:.2f}", display=False)
 glue("sft_d2", f"{m['SFT']['distinct-2']:.2f}", display=False)
 glue("n_bon", str(N), display=False)
+top_proxy = max(order, key=lambda k: m[k]["reward-model score"])
+top_gold = by_gold[0]
+proxy_gap = m[top_proxy]["gold score"] - m[top_gold]["gold score"]
+proxy_verdict = (f"{top_proxy}, which selects or optimises against the reward model hardest, has the highest "
+                 f"reward-model score of all the rows ({m[top_proxy]['reward-model score']:.2f}); "
+                 + (f"the highest gold score belongs to {top_gold} ({m[top_gold]['gold score']:.3f} against "
+                    f"{m[top_proxy]['gold score']:.3f})." if top_gold != top_proxy else
+                    "it also has the highest gold score here, so at this scale the proxy did not mislead the choice."))
+print(proxy_verdict)
+glue("proxy_verdict", proxy_verdict, display=False)
 
 # %% [markdown]
 # ## What the table says
@@ -218,9 +228,7 @@ assert gains[bon_name] > 0.02, f"best-of-{N} should raise the gold score over SF
 assert gains["PPO"] > 0.02, f"PPO should raise the gold score over SFT: {gains['PPO']:+.3f}"
 assert m["PPO"]["distinct-2"] < m["SFT"]["distinct-2"], "PPO's answers should be less diverse than SFT's"
 assert all(v > 0 for v in forgetting.values()), f"every fine-tuned model should forget some: {forgetting}"
-top_proxy = max(order, key=lambda k: m[k]["reward-model score"])
-assert top_proxy == "PPO" and m["PPO"]["gold score"] < max(m[k]["gold score"] for k in order), \
-    "the recap says PPO has the highest proxy score but not the highest gold score"
+assert top_proxy in ("PPO", bon_name), "the recap says a reward-model-driven row has the highest proxy score"
 print("checks passed")
 
 # %% [markdown]
@@ -229,5 +237,4 @@ print("checks passed")
 # - One table, one set of test prompts, one set of judges: every stage of the part measured the same way.
 # - SFT does most of the work; best-of-N, PPO and DPO then trade KL from SFT (and, for PPO, diversity) for gold
 #   score, each at its own cost in training or in sampling.
-# - The reward model is a proxy: PPO, which optimises it directly, has the highest reward-model score of all the
-#   rows but not the highest gold score.
+# - The reward model is a proxy: {glue:text}`proxy_verdict`

@@ -155,10 +155,11 @@ print(f"tied gradient vs embedding + head gradients: max |difference| {within(di
 # sum the same whatever the depth.
 #
 # We measure it: the standard deviation of the residual stream after each block of a 12-block version of the CPU
-# model, on real text, with and without the scaling (`GPTConfig(scale_residual_init=...)`).
+# model with GPT-2's learned positions, on real text, with and without the scaling
+# (`GPTConfig(scale_residual_init=...)`).
 
 # %%
-deep = {**cpu.to_dict(), "n_layer": 12}
+deep = {**cpu.to_dict(), "n_layer": 12, "position": "learned"}  # GPT-2's layout, whose initialisation this is
 stream_std = {}
 for scaled in (True, False):
     torch.manual_seed(0)

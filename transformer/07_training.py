@@ -456,8 +456,11 @@ print(after)
 # window of the validation plays, as above, and on chapter 10's copying test. Its stored result:
 
 # %%
-bench_path = Path("../benchmarks/results/base_recipe_cpu_2threads.json")
-if bench_path.exists():  # in a checkout of the course (a notebook downloaded on its own has no benchmark file)
+found = [d / "benchmarks/results/base_recipe_cpu_2threads.json" for d in (Path.cwd(), Path.cwd().parent)]
+bench_path = next((f for f in found if f.exists()), None)  # run from the repository root or from transformer/
+if bench_path is None:
+    print("benchmarks/results/base_recipe_cpu_2threads.json is not here: run the notebook in a checkout of the course")
+else:
     bench = json.loads(bench_path.read_text())
     runs = {r["recipe"]: r for r in bench["results"]}
     print(f"measured on: {bench['machine']}, {bench['threads']} threads, torch {bench['torch']}; float32 matmul "
@@ -492,10 +495,10 @@ if bench_path.exists():  # in a checkout of the course (a notebook downloaded on
 #
 # - **RoPE alone**, at the same steps, lowers the validation loss from {glue:text}`bench_old` to
 #   {glue:text}`bench_rope` nats per character, for {glue:text}`bench_rope_time` more wall time (the rotation of
-#   every query and key in every layer is not free). A learned table has 384 vectors to learn from scratch, and a run of
-#   one pass over 1.6 M tokens hardly moves them: [chapter 10](10_interpretability.ipynb) finds the neighbouring
-#   rows of such a table still almost unrelated after training. RoPE needs no learning to say where a token sits:
-#   every attention score depends on the offset between query and key from the first step on, at no parameters.
+#   every query and key in every layer is not free). A learned table has 384 vectors to learn from scratch, one per
+#   position, and nothing tells the model that neighbouring rows should be alike: it must find that out from one
+#   pass over the data. RoPE needs no learning to say where a token sits: every attention score depends on the
+#   offset between query and key from the first step on, at no parameters.
 # - **Half the batch, twice the steps, a higher learning rate.** With one pass over the data, each token is seen
 #   once either way; what changes is how many times the weights move. 1,040 steps of 4 sequences beat 520 steps of 8
 #   ({glue:text}`bench_new` nats per character), and on this CPU the smaller batch even runs faster

@@ -299,23 +299,25 @@ print(f"previous-token score: best {prev_score.max():.4f}, uniform {uniform['pre
       f"heads above 0.5: {sharp}")
 print(f"focus: best {focus.max():.4f}, uniform {uniform['focus']:.4f}; mean distance: from {distance.min():.1f} to "
       f"{distance.max():.1f} tokens, uniform {uniform['mean distance (tokens)']:.1f}")
-unit = torch.nn.functional.normalize(model.pos_emb.weight.detach(), dim=-1)  # (context, d_model)
-neighbours = (unit[1:] * unit[:-1]).sum(-1).mean().item()
-print(f"mean cosine similarity of the position embeddings of neighbouring positions: {neighbours:.4f}")
+reach = distance / uniform["mean distance (tokens)"]  # (L, H): 1 = as far back as uniform attention
+print("mean distance / uniform value, per layer: " + "; ".join(
+    f"layer {layer}: " + ", ".join(f"{r:.2f}" for r in reach[layer].tolist()) for layer in range(L)))
 if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model
-    assert prev_score.max() < 0.1, "expected no previous-token head in the CPU-preset model"
-    assert ((distance / uniform["mean distance (tokens)"] - 1).abs() < 0.1).all(), "expected near-uniform distances"
+    assert prev_score.max() < 0.5, "expected no previous-token head in the CPU-preset model"
+    assert prev_score.max() > 10 * uniform["previous-token score"], "expected some weight on the previous token"
+    assert (reach[0] > 0.85).all(), "expected the first block's heads to spread like uniform attention"
+    assert (reach[1:] < 0.5).all(), "expected every head of the later blocks to read closer than uniform"
     assert focus.max() > 5 * uniform["focus"], "expected at least one head focused by content"
-    assert abs(neighbours) < 0.1, "expected nearly unrelated neighbouring position embeddings"
 
 # %% [markdown]
 # Read the numbers before the pictures. In the CPU-preset model whose outputs are stored here (the asserts above
-# check each statement), no head is a previous-token head, every head's mean distance is within 10% of the
-# uniform value, and yet some heads are several times more focused than uniform: they pick the tokens they read by
-# *content*, not by position. The position embeddings fit this picture: neighbouring positions have almost
-# unrelated embeddings, as at initialisation, so nothing in them yet says that position 41 sits next to position
-# 42. A few minutes of training taught this model which words follow which, not yet where they sit; a longer run
-# (the `gpu` preset) is the remedy.
+# check each statement), no head is a previous-token head: the best puts well under half of its attention on the
+# previous token, though far more than uniform attention would. Position does shape the heads, by layer: the heads
+# of the first block spread over the whole window about as far back as uniform attention, while every head of the
+# later blocks reads closer, at a mean distance under half the uniform value (some at a tenth or less). Some heads
+# are several times more focused than uniform: they pick the tokens they read by *content*. With RoPE (chapter 07), "how far back"
+# is part of every attention score from the first step on, so a local head costs the model nothing to build; a
+# sharp previous-token head, the first half of the circuit below, it has not built in a few minutes of training.
 # The next section shows what a head with crisp positional structure looks like, and how it forms.
 
 # %% [markdown]
@@ -682,7 +684,7 @@ print(f"the attention of block {mover} restores the most (R = {block_r[mover]:.4
 if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model and pair
     assert mover == L - 1 == int(jumps.argmax()), "expected the last block's attention to move the information"
     assert grid[L - 1, pos] > 0.8 and grid[L - 1, -1] < 0.2, "expected the information at the swap until then"
-    assert heads_last[L - 1].max() > 0.5, "expected one head of the last block to carry most of it"
+    assert 0.4 < heads_last[L - 1].max() < 0.6, "expected one head of the last block to carry about half of it"
 
 # %% [markdown]
 # Patching says *that* the head carries the information; its attention pattern says *where it reads it from*. Here
@@ -709,7 +711,8 @@ if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-pr
 # For the stored pair the route is short and clear (the asserts above check each step). Through the first blocks
 # the information stays at the position of the opening bracket: the recovery there stays high, the recovery at the
 # last position low. Then the attention of the last block moves it to the last position, and a single head of that
-# block carries most of it, a head that looks straight back at the bracket from the last position. Nothing in this
+# block carries about half of it on its own, a head that looks straight back at the bracket from the last position.
+# Nothing in this
 # small model is a clean textbook circuit, but this piece of it, "an open bracket earlier means a closing bracket
 # may come next", is found and checked by computation alone.
 #
@@ -802,21 +805,23 @@ typical = [int(quartiles(at_swap[:, k])[1] > 0.9 and quartiles(at_last[:, k])[1]
 atypical = int((attn_r[:, L - 1] < 0.5).sum())
 print(f"pairs whose last block's attention restores less than half: {atypical} of {len(pairs)}")
 if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-preset model
-    assert all(typical), "expected the typical pair to keep the information at the swap until the last block"
+    assert all(typical[:-1]) and not typical[-1], "expected the typical pair to start moving it in block L - 2"
     assert mover_avg == L - 1 == int(jumps_avg.argmax()), "expected the last block's attention to move it, on average"
-    assert quartiles(attn_r[:, L - 1])[1] > 0.9, "expected the last block's attention to restore most, in most pairs"
+    assert 0.5 < quartiles(attn_r[:, L - 1])[1] < 0.9, "expected the last block's attention to restore most, not all"
+    assert 0.3 < quartiles(attn_r[:, L - 2])[1] < 0.6, "expected the block before it to restore a good part"
     assert wins[best_head] >= len(pairs) // 2 and best_head[0] == L - 1, "expected one head of the last block"
     assert 0 < atypical < len(pairs) // 3, "expected a few pairs that take another route"
 
 # %% [markdown]
 # Over the pairs the route of the example is the typical one, and the spread shows how typical (the asserts check
 # these statements on the numbers printed above). For most pairs the information stays at the swapped position
-# through the first blocks — the median recovery there stays near 1, the median at the last position near 0 — and
-# the attention of the last block moves it, with the same single head of that block as the best one in most pairs.
-# The means sit below the medians because a minority of pairs, visible as the grey lines and dots far from the rest,
-# take another route: for them an earlier block's attention already carries part of the information, or the last
-# block restores only part of it. A claim about "the" mechanism of a model is a claim about such a distribution, not
-# about one prompt.
+# through the first two blocks — the median recovery there stays near 1, the median at the last position near 0.
+# Then it moves in two steps: the attention of the third block already carries a good part of it to the last
+# position (median recovery between 0.3 and 0.6), and the attention of the last block the most (median between 0.5
+# and 0.9), with the same single head of that block as the best one in most pairs. Patching one block's attention
+# does not restore everything because the other block carries the rest. A minority of pairs, visible as the grey
+# lines and dots far from the rest, take another route: the last block restores less than half of it. A claim
+# about "the" mechanism of a model is a claim about such a distribution, not about one prompt.
 
 # %% [markdown]
 # ## Recap
@@ -826,7 +831,8 @@ if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-pr
 # - The **logit lens** decodes every residual stream with the final LayerNorm and the unembedding. On the validation
 #   plays each block lowers the loss of that decoded prediction: the prediction is built up gradually.
 # - **Attention maps** and three summary scores describe every head. The CPU-preset model, trained for minutes,
-#   reads mostly by content and has neither previous-token nor induction heads.
+#   reads by content, its later blocks closer than uniform attention (RoPE); it has neither previous-token nor
+#   induction heads.
 # - A two-layer attention-only model trained on repeated random tokens forms **induction heads** in a sudden
 #   phase change: a layer-0 previous-token head plus a layer-1 head that reads the token after the earlier
 #   occurrence. Removing either head breaks the copying, a causal check of the circuit.

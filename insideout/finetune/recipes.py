@@ -81,8 +81,8 @@ def recipe(preset: str) -> Recipe:
         sft=SFTConfig(steps=320, batch_size=32, lr=2e-3, warmup_steps=20, examples_per_task=1500),
         lora_rank=16, lora_alpha=32.0, lora_lr=5e-3, rank_sweep=(1, 4, 16), rank_sweep_steps=100,
         pairs=PairsConfig(), reward=RewardConfig(steps=200, batch_size=32, lr=3e-4),
-        ppo=PPOConfig(beta=0.05, iterations=30, rollouts=64, epochs=2, minibatch=32, lr=3e-4),
-        ppo_betas=(0.2, 0.01), dpo=DPOConfig(beta=0.1, steps=120, batch_size=32, lr=2e-4),
+        ppo=PPOConfig(beta=0.2, iterations=30, rollouts=64, epochs=2, minibatch=32, lr=3e-4),
+        ppo_betas=(0.05, 0.01), dpo=DPOConfig(beta=0.1, steps=120, batch_size=32, lr=2e-4),
         eval_per_task=48,
     )
     if preset == "cpu":
