@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 from insideout.gpt.model import GPT, GPTConfig
+from insideout.utils import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 INDUCTION_THRESHOLD = 0.5
@@ -116,15 +116,6 @@ def recipe_configs(name: str, max_steps: int | None = None):
     return mc, tc
 
 
-def cpu_name() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(threads: int, n: int = 1024, repeats: int = 12) -> tuple[float, float]:

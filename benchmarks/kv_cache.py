@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,17 +26,7 @@ import torch
 
 from insideout.gpt.generate import kv_cache_speedups
 from insideout.gpt.model import GPT
-from insideout.utils import get_device, seed_everything
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from insideout.utils import cpu_name, get_device, seed_everything
 
 
 def load_model(preset: str, device: torch.device) -> tuple[GPT, str]:

@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,20 +38,12 @@ import torch
 from insideout.gpt.generate import generate
 from insideout.gpt.model import GPT
 from insideout.gpt.sampling import sample
-from insideout.utils import fix_threads, get_device, seed_everything
+from insideout.utils import cpu_name, fix_threads, get_device, seed_everything
 
 TARGET_TOKENS_PER_S = 10_000
 TARGET_MIN_BATCH = 64
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_model(preset: str, device: torch.device) -> tuple[GPT, str]:

@@ -52,6 +52,17 @@ REFERENCE_FINGERPRINT = {"torch": "2.13.0+cpu", "threads": DEFAULT_THREADS, "fin
 _PIN_STATE: dict = {"applied": False, "reason": "pin_numerics() has not run", "overridden": {}}
 
 
+def cpu_name() -> str:
+    """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows (for benchmark records)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def numerics_mode() -> str:
     """'pinned' (default) or 'native', from $INSIDEOUT_NUMERICS."""
     value = os.environ.get(NUMERICS_ENV, "pinned").strip().lower()

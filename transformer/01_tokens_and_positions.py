@@ -452,9 +452,9 @@ print(f"the shipped vocabulary (insideout/assets/course_bpe.tiktoken) is exactly
 # the point of diminishing returns moves up (GPT-2 used 50,257 ids {cite}`radford2019language`). Separating sizes
 # whose gains are small needs more seeds or longer runs per size than a few seconds each. The small models here
 # use GPT-2's learned positions, the scheme the course model had when this measurement chose its vocabulary;
-# [chapter 07](07_training.ipynb) later moved the course model to RoPE. The same measurement with RoPE in these
-# small models is one argument away (`position="rope"` in `small_config`); at this budget it does not separate
-# 2,048 from 4,096 ids, which is one more reason to read the answer as one for this budget.
+# [chapter 07](07_training.ipynb) later moved the course model to RoPE. Repeating the measurement with RoPE in
+# these small models is one argument away (`position="rope"` in `small_config`); the stored outputs are those of
+# learned positions.
 #
 # The course's tokenizer is the vocabulary of the shipped size, retrained here from scratch and compared with the
 # shipped file bit for bit. It is what `course_tokenizer()` loads, and every later chapter uses it.

@@ -315,9 +315,10 @@ if preset == "cpu":  # the claims of the next paragraph, about the stored CPU-pr
 # previous token, though far more than uniform attention would. Position does shape the heads, by layer: the heads
 # of the first block spread over the whole window about as far back as uniform attention, while every head of the
 # later blocks reads closer, at a mean distance under half the uniform value (some at a tenth or less). Some heads
-# are several times more focused than uniform: they pick the tokens they read by *content*. With RoPE (chapter 07), "how far back"
-# is part of every attention score from the first step on, so a local head costs the model nothing to build; a
-# sharp previous-token head, the first half of the circuit below, it has not built in a few minutes of training.
+# are several times more focused than uniform: they pick the tokens they read by *content*. With RoPE (chapter
+# 07), "how far back" is part of every attention score from the first step on, so a local head costs the model
+# nothing to build; a sharp previous-token head, the first half of the circuit below, it has not built in a few
+# minutes of training.
 # The next section shows what a head with crisp positional structure looks like, and how it forms.
 
 # %% [markdown]
