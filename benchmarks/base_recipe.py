@@ -116,8 +116,6 @@ def recipe_configs(name: str, max_steps: int | None = None):
     return mc, tc
 
 
-
-
 def matmul_peak(threads: int, n: int = 1024, repeats: int = 12) -> tuple[float, float]:
     """Float32 n x n matmuls (2 n^3 FLOPs) at ``threads`` threads: (best FLOP/s in wall time, FLOPs per CPU second).
 
